@@ -1,0 +1,98 @@
+/* broadcast.c — numpy broadcasting: the output shape, per-input strides, and a strided copy. */
+#include "internal.h"
+
+#include <string.h>
+
+onyx_status onyx_broadcast_shape(const onyx_node *n, const onyx_tensor *a, const onyx_tensor *b,
+                                 onyx_tensor *out, onyx_error *err)
+{
+    if (a->rank < 0 || b->rank < 0) {
+        out->rank = -1;
+        return ONYX_OK;
+    }
+    int rank = a->rank > b->rank ? a->rank : b->rank;
+    for (int i = 0; i < rank; i++) {
+        int ia = i - (rank - a->rank);
+        int ib = i - (rank - b->rank);
+        int64_t da = ia >= 0 ? a->dims[ia] : 1;
+        int64_t db = ib >= 0 ? b->dims[ib] : 1;
+        int64_t d;
+        if (da == db)
+            d = da;
+        else if (da == 1)
+            d = db;
+        else if (db == 1)
+            d = da;
+        else if (da < 0)
+            d = db; /* unknown vs known > 1: must be that (or fail at run time) */
+        else if (db < 0)
+            d = da;
+        else {
+            char sa[96];
+            char sb[96];
+            return onyx_node_err(err, n, ONYX_ERR_SHAPE,
+                                 "shapes %s and %s cannot be broadcast (dimension %d: %lld vs %lld)",
+                                 onyx_shape_str(a, sa, sizeof sa), onyx_shape_str(b, sb, sizeof sb),
+                                 i, (long long)da, (long long)db);
+        }
+        out->dims[i] = d;
+    }
+    out->rank = rank;
+    return ONYX_OK;
+}
+
+void onyx_broadcast_strides(const onyx_tensor *src, const onyx_tensor *out,
+                            int64_t strides[ONYX_MAX_RANK])
+{
+    int off = out->rank - src->rank;
+    int64_t s = 1;
+    for (int i = out->rank - 1; i >= 0; i--) {
+        int is = i - off;
+        if (is < 0 || src->dims[is] == 1) {
+            strides[i] = 0;
+        } else {
+            strides[i] = s;
+        }
+        if (is >= 0)
+            s *= src->dims[is];
+    }
+}
+
+void onyx_broadcast_copy(const onyx_tensor *src, onyx_tensor *dst)
+{
+    size_t es = onyx_dtype_size(dst->dtype);
+    int64_t total = onyx_numel(dst);
+    if (total == 0)
+        return;
+    if (onyx_numel(src) == total) {
+        memcpy(dst->data, src->data, (size_t)total * es);
+        return;
+    }
+    int64_t st[ONYX_MAX_RANK];
+    onyx_broadcast_strides(src, dst, st);
+    int rank = dst->rank;
+    /* Copy contiguous runs of the innermost dimension; an odometer walks the outer ones. */
+    int64_t inner = rank > 0 ? dst->dims[rank - 1] : 1;
+    int64_t inner_stride = rank > 0 ? st[rank - 1] : 0;
+    int64_t idx[ONYX_MAX_RANK] = {0};
+    const unsigned char *s = src->data;
+    unsigned char *d = dst->data;
+    int64_t off = 0;
+    for (int64_t done = 0; done < total; done += inner) {
+        if (inner_stride == 1) {
+            memcpy(d, s + (size_t)off * es, (size_t)inner * es);
+        } else {
+            for (int64_t j = 0; j < inner; j++)
+                memcpy(d + (size_t)j * es, s + (size_t)off * es, es);
+        }
+        d += (size_t)inner * es;
+        for (int k = rank - 2; k >= 0; k--) {
+            idx[k]++;
+            off += st[k];
+            if (idx[k] < dst->dims[k])
+                break;
+            off -= st[k] * idx[k];
+            idx[k] = 0;
+        }
+    }
+}

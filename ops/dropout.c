@@ -1,0 +1,3 @@
+/* dropout.c — placeholder until the family is written (owned by its helper). */
+#include "ops.h"
+const onyx_op_impl onyx_impl_dropout = {0};

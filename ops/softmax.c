@@ -1,0 +1,3 @@
+/* softmax.c — placeholder until the family is written (owned by its helper). */
+#include "ops.h"
+const onyx_op_impl onyx_impl_softmax = {0};

@@ -140,6 +140,7 @@ typedef struct onyx_value {
      * inference could fold to constants (small shape-computing chains); else NULL. */
     onyx_tensor info;
     char *dim_params[ONYX_MAX_RANK]; /* symbolic names of graph inputs/outputs, or NULL */
+    onyx_tensor decl;                /* a graph output's declared type (rank -1: none) */
     int producer;                    /* node index, or -1 */
     bool is_graph_input;             /* declared in GraphProto.input */
     bool is_graph_output;
@@ -181,8 +182,11 @@ struct onyx_model {
     int *outputs;
     int n_initializers;
 
-    void *arena; /* all initializer and constant data, 64-byte aligned pieces */
+    void *arena; /* all initializer data, 64-byte aligned pieces */
     size_t arena_size;
+    bool *node_const; /* node i was computed at load time: its outputs' info.data hold the result */
+    int max_in;       /* largest node arity, for scratch arrays */
+    int max_out;
 };
 
 /* ---- operators (ops/registry.c, ops/<family>.c) ------------------------------------------- */

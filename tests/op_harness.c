@@ -151,8 +151,11 @@ static onyx_status ensure_init(th_node *t, const onyx_tensor *in, onyx_error *er
     n->impl = def->impl;
     if (n->impl->init) {
         onyx_status st = n->impl->init(n, err);
-        if (st != ONYX_OK)
+        if (st != ONYX_OK) {
+            free(n->priv); /* as graph.c does: a failed init leaves at most a plain priv */
+            n->priv = NULL;
             return st;
+        }
     }
     t->inited = true;
     return ONYX_OK;

@@ -1,5 +1,644 @@
-/* activation.c — placeholder until the family is written (owned by its helper). */
+/*
+ * activation.c — elementwise activations: Relu, LeakyRelu, Sigmoid, HardSigmoid, HardSwish,
+ * Tanh, Elu, Selu, Celu, Softplus, Softsign and Gelu (one impl: the op and its parameters are
+ * chosen in init), PRelu (a slope tensor broadcast onto X) and Clip.
+ *
+ * float32 runs through raw loops. The other dtypes the spec allows go through one generic path:
+ * double for float types, int64 for integer types (Relu from opset 14, PRelu from 9, Clip from
+ * 12), converting at the edges with onyx_load_* / onyx_store_*.
+ *
+ * Numerics: sigmoid is evaluated from exp(-|x|) so neither tail overflows or cancels; softplus
+ * is log1p(exp(-|x|)) + max(x, 0); the exponential units use expm1; Gelu uses erfc, which keeps
+ * its left tail accurate. NaN inputs give NaN outputs.
+ */
 #include "ops.h"
-const onyx_op_impl onyx_impl_activation = {0};
-const onyx_op_impl onyx_impl_prelu = {0};
-const onyx_op_impl onyx_impl_clip = {0};
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- dtype sets --------------------------------------------------------------------------- */
+
+#define DT(d)    (1u << (unsigned)(d))
+#define DT_FLOAT (DT(ONYX_DTYPE_F16) | DT(ONYX_DTYPE_F32) | DT(ONYX_DTYPE_F64))
+#define DT_BF16  DT(ONYX_DTYPE_BF16)
+#define DT_SINT  (DT(ONYX_DTYPE_I8) | DT(ONYX_DTYPE_I16) | DT(ONYX_DTYPE_I32) | DT(ONYX_DTYPE_I64))
+#define DT_UINT  (DT(ONYX_DTYPE_U8) | DT(ONYX_DTYPE_U16) | DT(ONYX_DTYPE_U32) | DT(ONYX_DTYPE_U64))
+#define DT_INT   (DT_SINT | DT_UINT)
+
+static bool dtype_in(onyx_dtype dt, unsigned mask)
+{
+    return (unsigned)dt < 32 && (mask & DT(dt)) != 0;
+}
+
+/* The names of the dtypes in mask, "float16, float32, float64", into buf. */
+static const char *mask_str(unsigned mask, char *buf, size_t size)
+{
+    static const onyx_dtype order[] = {
+        ONYX_DTYPE_U8,  ONYX_DTYPE_U16, ONYX_DTYPE_U32,  ONYX_DTYPE_U64, ONYX_DTYPE_I8,
+        ONYX_DTYPE_I16, ONYX_DTYPE_I32, ONYX_DTYPE_I64,  ONYX_DTYPE_F16, ONYX_DTYPE_BF16,
+        ONYX_DTYPE_F32, ONYX_DTYPE_F64, ONYX_DTYPE_BOOL,
+    };
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        if (!(mask & DT(order[i])))
+            continue;
+        int k =
+            snprintf(buf + used, size - used, "%s%s", used ? ", " : "", onyx_dtype_name(order[i]));
+        if (k < 0 || (size_t)k >= size - used)
+            break;
+        used += (size_t)k;
+    }
+    return buf;
+}
+
+/* Input `what` must have a dtype in mask. UNDEFINED means "not known yet" (load time). */
+static onyx_status check_dtype(const onyx_node *n, const char *what, onyx_dtype dt, unsigned mask,
+                               onyx_error *err)
+{
+    if (dt == ONYX_DTYPE_UNDEFINED || dtype_in(dt, mask))
+        return ONYX_OK;
+    char list[192];
+    return onyx_node_err(err, n, ONYX_ERR_SHAPE, "input %s has dtype %s, expected one of: %s", what,
+                         onyx_dtype_name(dt), mask_str(mask, list, sizeof list));
+}
+
+/* Output 0 = input 0's dtype and shape. */
+static void same_as_input(const onyx_tensor *in, onyx_tensor *out)
+{
+    out[0].dtype = in[0].dtype;
+    out[0].rank = in[0].rank;
+    memcpy(out[0].dims, in[0].dims, sizeof(in[0].dims));
+}
+
+/* ---- Relu, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Tanh, Elu, Selu, Celu, Softplus,
+ *      Softsign, Gelu ----------------------------------------------------------------------- */
+
+typedef enum act_op {
+    ACT_RELU,
+    ACT_LEAKYRELU,
+    ACT_SIGMOID,
+    ACT_HARDSIGMOID,
+    ACT_HARDSWISH,
+    ACT_TANH,
+    ACT_ELU,
+    ACT_SELU,
+    ACT_CELU,
+    ACT_SOFTPLUS,
+    ACT_SOFTSIGN,
+    ACT_GELU,      /* approximate = "none" */
+    ACT_GELU_TANH, /* approximate = "tanh" */
+    ACT_COUNT
+} act_op;
+
+/* The node's parsed attributes. */
+typedef struct act {
+    act_op op;
+    float alpha;
+    float beta;
+    float gamma;
+} act;
+
+#define SQRT1_2   0.70710678118654752440 /* 1/sqrt(2) */
+#define SQRT_2_PI 0.79788456080286535588 /* sqrt(2/pi) */
+
+/* min(max(t, 0), 1), keeping NaN */
+static float clamp01_f32(float t)
+{
+    t = t < 0.0f ? 0.0f : t;
+    return t > 1.0f ? 1.0f : t;
+}
+
+static double clamp01_f64(double t)
+{
+    t = t < 0.0 ? 0.0 : t;
+    return t > 1.0 ? 1.0 : t;
+}
+
+static float sigmoid_f32(float v)
+{
+    float e = expf(-fabsf(v)); /* in (0, 1]: never overflows */
+    float r = 1.0f / (1.0f + e);
+    return v >= 0.0f ? r : e * r;
+}
+
+/*
+ * Raw loops y = f(x): x (n), y (n); alpha, beta, gamma as the node's attributes.
+ * Formulas (ONNX Relu-14, LeakyRelu-16, Sigmoid-13, HardSigmoid-6, HardSwish-14, Tanh-13,
+ * Elu-6, Selu-6, Celu-12, Softplus-1, Softsign-1, Gelu-20):
+ */
+typedef void (*act_f32_fn)(int64_t n, const act *p, const float *restrict x, float *restrict y);
+
+#define ACT_F32(name, expr)                                                                        \
+    static void name##_forward_f32(int64_t n, const act *p, const float *restrict x,               \
+                                   float *restrict y)                                              \
+    {                                                                                              \
+        const float alpha = p->alpha;                                                              \
+        const float beta = p->beta;                                                                \
+        const float gamma = p->gamma;                                                              \
+        (void)alpha;                                                                               \
+        (void)beta;                                                                                \
+        (void)gamma;                                                                               \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            float v = x[i];                                                                        \
+            y[i] = (expr);                                                                         \
+        }                                                                                          \
+    }
+
+/* max(0, x) */
+ACT_F32(relu, v < 0.0f ? 0.0f : v)
+/* x < 0 ? alpha x : x, computed as the ONNX reference does, max(x, 0) + alpha min(x, 0): no
+ * multiply is conditional, which the compiler would refuse to speculate and vectorize */
+ACT_F32(leakyrelu, (v < 0.0f ? 0.0f : v) + alpha * (v < 0.0f ? v : 0.0f))
+/* 1 / (1 + exp(-x)) */
+ACT_F32(sigmoid, sigmoid_f32(v))
+/* max(0, min(1, alpha x + beta)) */
+ACT_F32(hardsigmoid, clamp01_f32(alpha *v + beta))
+/* x max(0, min(1, x/6 + 1/2)) */
+ACT_F32(hardswish, v *clamp01_f32((1.0f / 6.0f) * v + 0.5f))
+/* tanh x */
+ACT_F32(tanh, tanhf(v))
+/* x < 0 ? alpha (exp(x) - 1) : x */
+ACT_F32(elu, v < 0.0f ? alpha * expm1f(v) : v)
+/* x > 0 ? gamma x : gamma alpha (exp(x) - 1) */
+ACT_F32(selu, v > 0.0f ? gamma * v : gamma * (alpha * expm1f(v)))
+/* max(0, x) + min(0, alpha (exp(x / alpha) - 1)), which is x for x > 0 whatever alpha's sign */
+ACT_F32(celu, v > 0.0f ? v : alpha * expm1f(v / alpha))
+/* log(1 + exp(x)) = log1p(exp(-|x|)) + max(x, 0) */
+ACT_F32(softplus, log1pf(expf(-fabsf(v))) + (v > 0.0f ? v : 0.0f))
+/* x / (1 + |x|) */
+ACT_F32(softsign, v / (1.0f + fabsf(v)))
+/* x/2 (1 + erf(x / sqrt 2)) = x/2 erfc(-x / sqrt 2) */
+ACT_F32(gelu, 0.5f * v * erfcf(-v * (float)SQRT1_2))
+/* x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+ACT_F32(gelu_tanh, 0.5f * v * (1.0f + tanhf((float)SQRT_2_PI * (v + 0.044715f * v * v * v))))
+
+/* The same formulas in double, for the other float types. */
+static double act_f64(const act *p, double v)
+{
+    double a = p->alpha;
+    double b = p->beta;
+    double g = p->gamma;
+    switch (p->op) {
+    case ACT_RELU: return v < 0.0 ? 0.0 : v;
+    case ACT_LEAKYRELU: return v < 0.0 ? a * v : v;
+    case ACT_SIGMOID: {
+        double e = exp(-fabs(v));
+        double r = 1.0 / (1.0 + e);
+        return v >= 0.0 ? r : e * r;
+    }
+    case ACT_HARDSIGMOID: return clamp01_f64(a * v + b);
+    case ACT_HARDSWISH: return v * clamp01_f64(v / 6.0 + 0.5);
+    case ACT_TANH: return tanh(v);
+    case ACT_ELU: return v < 0.0 ? a * expm1(v) : v;
+    case ACT_SELU: return v > 0.0 ? g * v : g * (a * expm1(v));
+    case ACT_CELU: return v > 0.0 ? v : a * expm1(v / a);
+    case ACT_SOFTPLUS: return log1p(exp(-fabs(v))) + (v > 0.0 ? v : 0.0);
+    case ACT_SOFTSIGN: return v / (1.0 + fabs(v));
+    case ACT_GELU: return 0.5 * v * erfc(-v * SQRT1_2);
+    case ACT_GELU_TANH: return 0.5 * v * (1.0 + tanh(SQRT_2_PI * (v + 0.044715 * v * v * v)));
+    case ACT_COUNT: break;
+    }
+    return v;
+}
+
+enum { A_ALPHA = 1u, A_BETA = 2u, A_GAMMA = 4u };
+
+static const struct act_def {
+    const char *op_type; /* NULL: reached through another op's attribute */
+    act_f32_fn f32;
+    unsigned attrs; /* which of alpha, beta, gamma the op takes */
+    float alpha;    /* defaults */
+    float beta;
+    float gamma;
+    int bf16_since; /* first opset that takes bfloat16; 0: none does */
+} act_defs[ACT_COUNT] = {
+    [ACT_RELU] = {"Relu", relu_forward_f32, 0, 0, 0, 0, 13},
+    [ACT_LEAKYRELU] = {"LeakyRelu", leakyrelu_forward_f32, A_ALPHA, 0.01f, 0, 0, 16},
+    [ACT_SIGMOID] = {"Sigmoid", sigmoid_forward_f32, 0, 0, 0, 0, 13},
+    [ACT_HARDSIGMOID] = {"HardSigmoid", hardsigmoid_forward_f32, A_ALPHA | A_BETA, 0.2f, 0.5f, 0,
+                         22},
+    [ACT_HARDSWISH] = {"HardSwish", hardswish_forward_f32, 0, 0, 0, 0, 22},
+    [ACT_TANH] = {"Tanh", tanh_forward_f32, 0, 0, 0, 0, 13},
+    [ACT_ELU] = {"Elu", elu_forward_f32, A_ALPHA, 1.0f, 0, 0, 22},
+    [ACT_SELU] = {"Selu", selu_forward_f32, A_ALPHA | A_GAMMA, 1.67326319217681884765625f, 0,
+                  1.05070102214813232421875f, 22},
+    [ACT_CELU] = {"Celu", celu_forward_f32, A_ALPHA, 1.0f, 0, 0, 0},
+    [ACT_SOFTPLUS] = {"Softplus", softplus_forward_f32, 0, 0, 0, 0, 22},
+    [ACT_SOFTSIGN] = {"Softsign", softsign_forward_f32, 0, 0, 0, 0, 22},
+    [ACT_GELU] = {"Gelu", gelu_forward_f32, 0, 0, 0, 0, 20},
+    [ACT_GELU_TANH] = {NULL, gelu_tanh_forward_f32, 0, 0, 0, 0, 20},
+};
+
+static onyx_status act_init(onyx_node *n, onyx_error *err)
+{
+    onyx_status st = onyx_node_check_arity(n, 1, 1, 1, 1, err);
+    if (st != ONYX_OK)
+        return st;
+    act a;
+    a.op = ACT_COUNT;
+    for (int i = 0; i < ACT_COUNT; i++)
+        if (act_defs[i].op_type != NULL && strcmp(n->op_type, act_defs[i].op_type) == 0)
+            a.op = (act_op)i;
+    if (a.op == ACT_COUNT)
+        return onyx_node_err(err, n, ONYX_ERR_INTERNAL, "not an activation op");
+    const struct act_def *d = &act_defs[a.op];
+    a.alpha = d->alpha;
+    a.beta = d->beta;
+    a.gamma = d->gamma;
+    if (d->attrs & A_ALPHA)
+        st = onyx_attr_float(n, "alpha", d->alpha, &a.alpha, err);
+    if (st == ONYX_OK && (d->attrs & A_BETA))
+        st = onyx_attr_float(n, "beta", d->beta, &a.beta, err);
+    if (st == ONYX_OK && (d->attrs & A_GAMMA))
+        st = onyx_attr_float(n, "gamma", d->gamma, &a.gamma, err);
+    if (st != ONYX_OK)
+        return st;
+    if (a.op == ACT_CELU && a.alpha == 0.0f)
+        return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
+                             "attribute alpha is 0, expected non-zero (Celu divides by it)");
+    if (a.op == ACT_GELU) {
+        const char *approx = NULL;
+        st = onyx_attr_string(n, "approximate", "none", &approx, err);
+        if (st != ONYX_OK)
+            return st;
+        if (strcmp(approx, "tanh") == 0)
+            a.op = ACT_GELU_TANH;
+        else if (strcmp(approx, "none") != 0)
+            return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
+                                 "attribute approximate is \"%s\", expected \"none\" or \"tanh\"",
+                                 approx);
+    }
+    act *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
+    *p = a;
+    n->priv = p;
+    return ONYX_OK;
+}
+
+static onyx_status act_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
+                             onyx_error *err)
+{
+    const act *p = n->priv;
+    const struct act_def *d = &act_defs[p->op];
+    unsigned mask = p->op == ACT_CELU ? DT(ONYX_DTYPE_F32) : DT_FLOAT;
+    if (d->bf16_since != 0 && n->opset >= d->bf16_since)
+        mask |= DT_BF16;
+    if (p->op == ACT_RELU && n->opset >= 14)
+        mask |= DT_SINT;
+    onyx_status st = check_dtype(n, "X", in[0].dtype, mask, err);
+    if (st != ONYX_OK)
+        return st;
+    same_as_input(in, out);
+    return ONYX_OK;
+}
+
+/* X: any shape; Y: X's shape, Y = f(X) with the formulas above. */
+static void act_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in, onyx_tensor *out)
+{
+    (void)ctx;
+    const act *p = n->priv;
+    onyx_dtype dt = in[0].dtype;
+    int64_t numel = onyx_numel(&out[0]);
+    if (numel == 0)
+        return;
+    if (dt == ONYX_DTYPE_F32) {
+        act_defs[p->op].f32(numel, p, in[0].data, out[0].data);
+    } else if (onyx_dtype_is_int(dt)) { /* Relu, opset 14 */
+        for (int64_t i = 0; i < numel; i++) {
+            int64_t v = onyx_load_i64(dt, in[0].data, i);
+            onyx_store_i64(dt, out[0].data, i, v < 0 ? 0 : v);
+        }
+    } else {
+        for (int64_t i = 0; i < numel; i++)
+            onyx_store_f64(dt, out[0].data, i, act_f64(p, onyx_load_f64(dt, in[0].data, i)));
+    }
+}
+
+const onyx_op_impl onyx_impl_activation = {
+    .init = act_init,
+    .infer = act_infer,
+    .forward = act_forward,
+    .backward = NULL,
+    .fini = NULL,
+    .flags = 0,
+};
+
+/* ---- PRelu -------------------------------------------------------------------------------- */
+
+/*
+ * The slope as the forward loop sees it. From opset 7 it broadcasts unidirectionally to X: its
+ * dims, aligned right, are 1 or X's. Opset 6 and before follow Caffe2, whose PRelu had one slope
+ * per channel: a 1-D slope of X's channel count (dim 1) applies along that axis (pytorch's
+ * exports, test_PReLU_*). *view is the slope with broadcastable dims.
+ */
+static onyx_status prelu_slope_view(const onyx_node *n, const onyx_tensor *x,
+                                    const onyx_tensor *slope, onyx_tensor *view, onyx_error *err)
+{
+    *view = *slope;
+    if (x->rank < 0 || slope->rank < 0)
+        return ONYX_OK;
+    if (n->opset < 7 && slope->rank == 1 && x->rank >= 2 && slope->dims[0] != 1) {
+        if (x->dims[1] < 0 || slope->dims[0] < 0)
+            return ONYX_OK; /* known at run time */
+        if (slope->dims[0] == x->dims[1]) {
+            view->rank = x->rank - 1; /* [C, 1, ..., 1] */
+            for (int i = 1; i < view->rank; i++)
+                view->dims[i] = 1;
+            return ONYX_OK;
+        }
+    }
+    bool fits = slope->rank <= x->rank;
+    for (int i = 0; fits && i < slope->rank; i++) {
+        int64_t ds = slope->dims[i];
+        int64_t dx = x->dims[x->rank - slope->rank + i];
+        if (ds >= 0 && dx >= 0 && ds != 1 && ds != dx)
+            fits = false;
+    }
+    if (fits)
+        return ONYX_OK;
+    char ss[96];
+    char sx[96];
+    return onyx_node_err(err, n, ONYX_ERR_SHAPE,
+                         "slope has shape %s, which does not broadcast to X's shape %s",
+                         onyx_shape_str(slope, ss, sizeof ss), onyx_shape_str(x, sx, sizeof sx));
+}
+
+static onyx_status prelu_init(onyx_node *n, onyx_error *err)
+{
+    return onyx_node_check_arity(n, 2, 2, 1, 1, err);
+}
+
+static onyx_status prelu_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
+                               onyx_error *err)
+{
+    unsigned mask = DT_FLOAT;
+    if (n->opset >= 9)
+        mask |= DT(ONYX_DTYPE_I32) | DT(ONYX_DTYPE_I64) | DT(ONYX_DTYPE_U32) | DT(ONYX_DTYPE_U64);
+    if (n->opset >= 16)
+        mask |= DT_BF16;
+    onyx_status st = check_dtype(n, "X", in[0].dtype, mask, err);
+    if (st == ONYX_OK)
+        st = check_dtype(n, "slope", in[1].dtype, mask, err);
+    if (st != ONYX_OK)
+        return st;
+    if (in[0].dtype != in[1].dtype && in[0].dtype != ONYX_DTYPE_UNDEFINED &&
+        in[1].dtype != ONYX_DTYPE_UNDEFINED)
+        return onyx_node_err(err, n, ONYX_ERR_SHAPE,
+                             "inputs X and slope have different dtypes (%s vs %s), expected the "
+                             "same",
+                             onyx_dtype_name(in[0].dtype), onyx_dtype_name(in[1].dtype));
+    onyx_tensor view;
+    st = prelu_slope_view(n, &in[0], &in[1], &view, err);
+    if (st != ONYX_OK)
+        return st;
+    same_as_input(in, out);
+    return ONYX_OK;
+}
+
+/* Raw loops y = x < 0 ? slope x : x over one row: x (n), slope (n) or (1) held fixed, y (n).
+ * Computed as max(x, 0) + slope min(x, 0), as the ONNX reference does (see leakyrelu). */
+static void prelu_f32_v(int64_t n, const float *restrict x, const float *restrict slope,
+                        float *restrict y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        y[i] = (v < 0.0f ? 0.0f : v) + slope[i] * (v < 0.0f ? v : 0.0f);
+    }
+}
+
+static void prelu_f32_s(int64_t n, const float *restrict x, const float *restrict slope,
+                        float *restrict y)
+{
+    const float s = slope[0];
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        y[i] = (v < 0.0f ? 0.0f : v) + s * (v < 0.0f ? v : 0.0f);
+    }
+}
+
+/*
+ * The rows of X (= Y's shape, contiguous) and the slope's offset for each: X's size-1 dims
+ * dropped and neighbours merged where the slope is contiguous across them, so the inner row has
+ * slope stride 1 or 0 and an odometer walks the outer dims. (ops/elementwise.c plans its
+ * two-source broadcasts the same way.)
+ */
+typedef struct slope_walk {
+    int rank; /* >= 1 */
+    int64_t dims[ONYX_MAX_RANK];
+    int64_t st[ONYX_MAX_RANK];
+} slope_walk;
+
+static void slope_walk_init(slope_walk *w, const onyx_tensor *x, const onyx_tensor *slope)
+{
+    int64_t st[ONYX_MAX_RANK];
+    onyx_broadcast_strides(slope, x, st);
+    w->rank = 0;
+    for (int i = 0; i < x->rank; i++) {
+        int64_t d = x->dims[i];
+        if (d == 1)
+            continue;
+        int r = w->rank;
+        if (r > 0 && w->st[r - 1] == st[i] * d) {
+            w->dims[r - 1] *= d;
+            w->st[r - 1] = st[i];
+            continue;
+        }
+        w->dims[r] = d;
+        w->st[r] = st[i];
+        w->rank++;
+    }
+    if (w->rank == 0) {
+        w->rank = 1;
+        w->dims[0] = 1;
+        w->st[0] = 0;
+    }
+}
+
+/* X: (d0, ..., dk); slope: broadcastable to X (see prelu_slope_view); Y: X's shape;
+ * Y = X < 0 ? slope X : X (ONNX PRelu-16). */
+static void prelu_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                          onyx_tensor *out)
+{
+    (void)ctx;
+    const onyx_tensor *x = &in[0];
+    int64_t numel = onyx_numel(&out[0]);
+    if (numel == 0)
+        return;
+    onyx_tensor slope;
+    (void)prelu_slope_view(n, x, &in[1], &slope, NULL); /* checked by infer */
+    slope_walk w;
+    slope_walk_init(&w, x, &slope);
+    onyx_dtype dt = x->dtype;
+    int64_t inner = w.dims[w.rank - 1];
+    int64_t s_inner = w.st[w.rank - 1];
+    int64_t rows = numel / inner;
+    int64_t idx[ONYX_MAX_RANK] = {0};
+    int64_t off = 0; /* slope offset of the current row */
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t o = r * inner;
+        if (dt == ONYX_DTYPE_F32) {
+            const float *xf = (const float *)x->data + o;
+            const float *sf = (const float *)slope.data + off;
+            float *yf = (float *)out[0].data + o;
+            if (s_inner != 0)
+                prelu_f32_v(inner, xf, sf, yf);
+            else
+                prelu_f32_s(inner, xf, sf, yf);
+        } else if (onyx_dtype_is_int(dt)) {
+            bool is_signed = onyx_dtype_is_signed(dt); /* unsigned X is never negative */
+            for (int64_t j = 0; j < inner; j++) {
+                int64_t v = onyx_load_i64(dt, x->data, o + j);
+                if (is_signed && v < 0)
+                    v = (int64_t)((uint64_t)onyx_load_i64(dt, slope.data, off + j * s_inner) *
+                                  (uint64_t)v);
+                onyx_store_i64(dt, out[0].data, o + j, v);
+            }
+        } else {
+            for (int64_t j = 0; j < inner; j++) {
+                double v = onyx_load_f64(dt, x->data, o + j);
+                if (v < 0.0)
+                    v *= onyx_load_f64(dt, slope.data, off + j * s_inner);
+                onyx_store_f64(dt, out[0].data, o + j, v);
+            }
+        }
+        for (int k = w.rank - 2; k >= 0; k--) { /* next row */
+            off += w.st[k];
+            if (++idx[k] < w.dims[k])
+                break;
+            off -= w.st[k] * w.dims[k];
+            idx[k] = 0;
+        }
+    }
+}
+
+const onyx_op_impl onyx_impl_prelu = {
+    .init = prelu_init,
+    .infer = prelu_infer,
+    .forward = prelu_forward,
+    .backward = NULL,
+    .fini = NULL,
+    .flags = 0,
+};
+
+/* ---- Clip --------------------------------------------------------------------------------- */
+
+typedef struct clip {
+    bool legacy; /* opset < 11: bounds are the attributes min and max */
+    float min;
+    float max;
+} clip;
+
+static onyx_status clip_init(onyx_node *n, onyx_error *err)
+{
+    clip c = {n->opset < 11, -FLT_MAX, FLT_MAX};
+    onyx_status st = onyx_node_check_arity(n, 1, c.legacy ? 1 : 3, 1, 1, err);
+    if (st == ONYX_OK && c.legacy)
+        st = onyx_attr_float(n, "min", -FLT_MAX, &c.min, err);
+    if (st == ONYX_OK && c.legacy)
+        st = onyx_attr_float(n, "max", FLT_MAX, &c.max, err);
+    if (st != ONYX_OK)
+        return st;
+    clip *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
+    *p = c;
+    n->priv = p;
+    return ONYX_OK;
+}
+
+static onyx_status clip_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
+                              onyx_error *err)
+{
+    unsigned mask = DT_FLOAT;
+    if (n->opset >= 12)
+        mask |= DT_INT;
+    if (n->opset >= 13)
+        mask |= DT_BF16;
+    onyx_status st = check_dtype(n, "input", in[0].dtype, mask, err);
+    if (st != ONYX_OK)
+        return st;
+    static const char *const names[3] = {"input", "min", "max"};
+    for (int i = 1; i < 3 && i < n->n_in; i++) {
+        if (!onyx_node_has_in(n, i))
+            continue;
+        const onyx_tensor *b = &in[i];
+        if (b->dtype != in[0].dtype && b->dtype != ONYX_DTYPE_UNDEFINED &&
+            in[0].dtype != ONYX_DTYPE_UNDEFINED)
+            return onyx_node_err(err, n, ONYX_ERR_SHAPE,
+                                 "input %s has dtype %s, expected %s like input", names[i],
+                                 onyx_dtype_name(b->dtype), onyx_dtype_name(in[0].dtype));
+        if (onyx_shape_known(b) && onyx_numel(b) != 1) {
+            char sb[96];
+            return onyx_node_err(err, n, ONYX_ERR_SHAPE, "input %s has shape %s, expected a scalar",
+                                 names[i], onyx_shape_str(b, sb, sizeof sb));
+        }
+    }
+    same_as_input(in, out);
+    return ONYX_OK;
+}
+
+/* Raw loop y = min(max(x, lo), hi): x (n), y (n). lo > hi gives hi, as the spec says; NaN
+ * stays NaN. */
+static void clip_forward_f32(int64_t n, float lo, float hi, const float *restrict x,
+                             float *restrict y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        v = v < lo ? lo : v;
+        y[i] = v > hi ? hi : v;
+    }
+}
+
+/* input: any shape; min, max: scalars or omitted (no bound), or the attributes before opset 11;
+ * output: input's shape, min(max(input, min), max) (ONNX Clip-13, Clip-6). */
+static void clip_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                         onyx_tensor *out)
+{
+    (void)ctx;
+    const clip *p = n->priv;
+    onyx_dtype dt = in[0].dtype;
+    int64_t numel = onyx_numel(&out[0]);
+    if (numel == 0)
+        return;
+    bool has_lo = !p->legacy && onyx_node_has_in(n, 1);
+    bool has_hi = !p->legacy && onyx_node_has_in(n, 2);
+    if (onyx_dtype_is_int(dt)) {
+        /* uint64 compares as int64 once the sign bit is flipped; flipped back when stored */
+        int64_t flip = dt == ONYX_DTYPE_U64 ? INT64_MIN : 0;
+        int64_t lo = has_lo ? onyx_load_i64(dt, in[1].data, 0) ^ flip : INT64_MIN;
+        int64_t hi = has_hi ? onyx_load_i64(dt, in[2].data, 0) ^ flip : INT64_MAX;
+        for (int64_t i = 0; i < numel; i++) {
+            int64_t v = onyx_load_i64(dt, in[0].data, i) ^ flip;
+            v = v < lo ? lo : v;
+            v = v > hi ? hi : v;
+            onyx_store_i64(dt, out[0].data, i, v ^ flip);
+        }
+        return;
+    }
+    double lo = p->legacy ? p->min : has_lo ? onyx_load_f64(dt, in[1].data, 0) : -INFINITY;
+    double hi = p->legacy ? p->max : has_hi ? onyx_load_f64(dt, in[2].data, 0) : INFINITY;
+    if (dt == ONYX_DTYPE_F32) {
+        clip_forward_f32(numel, (float)lo, (float)hi, in[0].data, out[0].data);
+        return;
+    }
+    for (int64_t i = 0; i < numel; i++) {
+        double v = onyx_load_f64(dt, in[0].data, i);
+        v = v < lo ? lo : v;
+        v = v > hi ? hi : v;
+        onyx_store_f64(dt, out[0].data, i, v);
+    }
+}
+
+const onyx_op_impl onyx_impl_clip = {
+    .init = clip_init,
+    .infer = clip_infer,
+    .forward = clip_forward,
+    .backward = NULL,
+    .fini = NULL,
+    .flags = 0,
+};

@@ -1,5 +1,791 @@
-/* elementwise.c — placeholder until the family is written (owned by its helper). */
+/*
+ * elementwise.c — binary arithmetic with numpy broadcasting (Add, Sub, Mul, Div, Pow), the
+ * variadic Sum, and the unary maths (Sqrt, Neg, Abs, Exp, Log, Erf).
+ *
+ * float32 runs through raw loops. Every other dtype the spec allows goes through one generic
+ * path that computes in double (float types) or int64 (integer types) and converts at the edges
+ * with onyx_load_* / onyx_store_*: slower, but one loop for all of them.
+ *
+ * Broadcasting is planned once per call (struct walk): size-1 dimensions are dropped and
+ * neighbouring dimensions merged wherever every source is contiguous across them. What is left
+ * is an odometer over the outer dimensions and one contiguous inner row in which each source has
+ * stride 1 or 0, so no element pays for index arithmetic. Same-shape operands collapse to a
+ * single row, a scalar operand to a stride-0 row, a row broadcast to two dimensions.
+ */
 #include "ops.h"
-const onyx_op_impl onyx_impl_binary = {0};
-const onyx_op_impl onyx_impl_sum = {0};
-const onyx_op_impl onyx_impl_unary = {0};
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- dtype sets --------------------------------------------------------------------------- */
+
+#define DT(d)    (1u << (unsigned)(d))
+#define DT_FLOAT (DT(ONYX_DTYPE_F16) | DT(ONYX_DTYPE_F32) | DT(ONYX_DTYPE_F64))
+#define DT_BF16  DT(ONYX_DTYPE_BF16)
+#define DT_SINT  (DT(ONYX_DTYPE_I8) | DT(ONYX_DTYPE_I16) | DT(ONYX_DTYPE_I32) | DT(ONYX_DTYPE_I64))
+#define DT_UINT  (DT(ONYX_DTYPE_U8) | DT(ONYX_DTYPE_U16) | DT(ONYX_DTYPE_U32) | DT(ONYX_DTYPE_U64))
+#define DT_INT   (DT_SINT | DT_UINT)
+
+static bool dtype_in(onyx_dtype dt, unsigned mask)
+{
+    return (unsigned)dt < 32 && (mask & DT(dt)) != 0;
+}
+
+/* The names of the dtypes in mask, "float16, float32, float64", into buf. */
+static const char *mask_str(unsigned mask, char *buf, size_t size)
+{
+    static const onyx_dtype order[] = {
+        ONYX_DTYPE_U8,  ONYX_DTYPE_U16, ONYX_DTYPE_U32,  ONYX_DTYPE_U64, ONYX_DTYPE_I8,
+        ONYX_DTYPE_I16, ONYX_DTYPE_I32, ONYX_DTYPE_I64,  ONYX_DTYPE_F16, ONYX_DTYPE_BF16,
+        ONYX_DTYPE_F32, ONYX_DTYPE_F64, ONYX_DTYPE_BOOL,
+    };
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        if (!(mask & DT(order[i])))
+            continue;
+        int k =
+            snprintf(buf + used, size - used, "%s%s", used ? ", " : "", onyx_dtype_name(order[i]));
+        if (k < 0 || (size_t)k >= size - used)
+            break;
+        used += (size_t)k;
+    }
+    return buf;
+}
+
+/* Input `what` must have a dtype in mask. UNDEFINED means "not known yet" (load time). */
+static onyx_status check_dtype(const onyx_node *n, const char *what, onyx_dtype dt, unsigned mask,
+                               onyx_error *err)
+{
+    if (dt == ONYX_DTYPE_UNDEFINED || dtype_in(dt, mask))
+        return ONYX_OK;
+    char list[192];
+    return onyx_node_err(err, n, ONYX_ERR_SHAPE, "input %s has dtype %s, expected one of: %s", what,
+                         onyx_dtype_name(dt), mask_str(mask, list, sizeof list));
+}
+
+/* ---- the broadcast walk ------------------------------------------------------------------- */
+
+/* How to visit y = f(a, b) (or y += b when a is NULL) row by row; see the top of the file. */
+typedef struct walk {
+    int rank; /* collapsed rank, >= 1; dims[rank-1] is the contiguous inner row */
+    int64_t dims[ONYX_MAX_RANK];
+    int64_t st[2][ONYX_MAX_RANK]; /* element strides of each source, 0 where broadcast */
+} walk;
+
+/* src[s] (NULL: absent) must broadcast to out; out's dims must be known. */
+static void walk_init(walk *w, const onyx_tensor *out, const onyx_tensor *a, const onyx_tensor *b)
+{
+    const onyx_tensor *src[2] = {a, b};
+    int64_t st[2][ONYX_MAX_RANK];
+    for (int s = 0; s < 2; s++) {
+        if (src[s] != NULL)
+            onyx_broadcast_strides(src[s], out, st[s]);
+        else
+            memset(st[s], 0, sizeof(st[s]));
+    }
+    w->rank = 0;
+    for (int i = 0; i < out->rank; i++) {
+        int64_t d = out->dims[i];
+        if (d == 1)
+            continue; /* visits nothing: its stride never matters */
+        int r = w->rank;
+        /* dims r-1 and i merge when every source steps over them as over one dimension */
+        if (r > 0 && w->st[0][r - 1] == st[0][i] * d && w->st[1][r - 1] == st[1][i] * d) {
+            w->dims[r - 1] *= d;
+            w->st[0][r - 1] = st[0][i];
+            w->st[1][r - 1] = st[1][i];
+            continue;
+        }
+        w->dims[r] = d;
+        w->st[0][r] = st[0][i];
+        w->st[1][r] = st[1][i];
+        w->rank++;
+    }
+    if (w->rank == 0) { /* a single element */
+        w->rank = 1;
+        w->dims[0] = 1;
+        w->st[0][0] = 0;
+        w->st[1][0] = 0;
+    }
+}
+
+/* Moves the outer odometer idx and the sources' row offsets off from one row to the next. */
+static void walk_next(const walk *w, int64_t idx[ONYX_MAX_RANK], int64_t off[2])
+{
+    for (int k = w->rank - 2; k >= 0; k--) {
+        off[0] += w->st[0][k];
+        off[1] += w->st[1][k];
+        if (++idx[k] < w->dims[k])
+            return;
+        off[0] -= w->st[0][k] * w->dims[k];
+        off[1] -= w->st[1][k] * w->dims[k];
+        idx[k] = 0;
+    }
+}
+
+/* ---- binary ops: Add, Sub, Mul, Div, Pow -------------------------------------------------- */
+
+enum { OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_POW, OP_BINARY_COUNT };
+
+static const char *const binary_names[OP_BINARY_COUNT] = {"Add", "Sub", "Mul", "Div", "Pow"};
+
+typedef struct binary {
+    int op;
+    bool legacy;   /* opset < 7: broadcasting only with broadcast=1, B onto A */
+    bool bcast;    /* opset < 7: attribute broadcast */
+    bool has_axis; /* opset < 7: attribute axis given */
+    int64_t axis;
+} binary;
+
+/*
+ * Raw loops y = a (op) b over one row of n elements. Three variants per op:
+ *   vv: a (n), b (n);  vs: a (n), b (1) held fixed;  sv: a (1) held fixed, b (n).
+ * y (n) never aliases a or b.
+ */
+typedef void (*binary_f32_fn)(int64_t n, const float *restrict a, const float *restrict b,
+                              float *restrict y);
+
+#define BINARY_F32(name, expr)                                                                     \
+    static void name##_f32_vv(int64_t n, const float *restrict a, const float *restrict b,         \
+                              float *restrict y)                                                   \
+    {                                                                                              \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            float x0 = a[i];                                                                       \
+            float x1 = b[i];                                                                       \
+            y[i] = (expr);                                                                         \
+        }                                                                                          \
+    }                                                                                              \
+    static void name##_f32_vs(int64_t n, const float *restrict a, const float *restrict b,         \
+                              float *restrict y)                                                   \
+    {                                                                                              \
+        const float x1 = b[0];                                                                     \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            float x0 = a[i];                                                                       \
+            y[i] = (expr);                                                                         \
+        }                                                                                          \
+    }                                                                                              \
+    static void name##_f32_sv(int64_t n, const float *restrict a, const float *restrict b,         \
+                              float *restrict y)                                                   \
+    {                                                                                              \
+        const float x0 = a[0];                                                                     \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            float x1 = b[i];                                                                       \
+            y[i] = (expr);                                                                         \
+        }                                                                                          \
+    }
+
+BINARY_F32(add, x0 + x1)
+BINARY_F32(sub, x0 - x1)
+BINARY_F32(mul, x0 *x1)
+BINARY_F32(div, x0 / x1)
+BINARY_F32(pow, powf(x0, x1)) /* numpy's float32 power is libm's powf too */
+
+static const binary_f32_fn binary_f32[OP_BINARY_COUNT][3] = {
+    {add_f32_vv, add_f32_vs, add_f32_sv}, {sub_f32_vv, sub_f32_vs, sub_f32_sv},
+    {mul_f32_vv, mul_f32_vs, mul_f32_sv}, {div_f32_vv, div_f32_vs, div_f32_sv},
+    {pow_f32_vv, pow_f32_vs, pow_f32_sv},
+};
+
+/* The row loop for a row in which a steps by sa and b by sb (each 0 or 1). */
+static binary_f32_fn binary_f32_pick(int op, int64_t sa, int64_t sb)
+{
+    if (sa != 0 && sb != 0)
+        return binary_f32[op][0];
+    if (sb == 0)
+        return binary_f32[op][1]; /* also a one-element row where both are fixed */
+    return binary_f32[op][2];
+}
+
+/* y = a (op) b in float32 over the planned walk (y has numel elements, numel > 0). */
+static void binary_forward_f32(int op, const walk *w, const float *a, const float *b, float *y,
+                               int64_t numel)
+{
+    int r = w->rank;
+    int64_t n = w->dims[r - 1];
+    binary_f32_fn f = binary_f32_pick(op, w->st[0][r - 1], w->st[1][r - 1]);
+    if (r == 1) { /* same shape, or one operand a scalar */
+        f(n, a, b, y);
+        return;
+    }
+    int64_t rows = numel / n;
+    if (r == 2 && w->st[0][0] == n && w->st[1][0] == 0) { /* b is a row repeated down a */
+        for (int64_t i = 0; i < rows; i++)
+            f(n, a + i * n, b, y + i * n);
+        return;
+    }
+    if (r == 2 && w->st[0][0] == 0 && w->st[1][0] == n) { /* a is a row repeated down b */
+        for (int64_t i = 0; i < rows; i++)
+            f(n, a, b + i * n, y + i * n);
+        return;
+    }
+    int64_t idx[ONYX_MAX_RANK] = {0};
+    int64_t off[2] = {0, 0};
+    for (int64_t i = 0; i < rows; i++) {
+        f(n, a + off[0], b + off[1], y + i * n);
+        walk_next(w, idx, off);
+    }
+}
+
+/* base^e for integers, exact and wrapping modulo 2^64 like numpy. A negative exponent gives
+ * what truncating the real result gives (1 for base 1, +-1 for base -1, else 0); numpy refuses
+ * it and C's pow would go through double. */
+static int64_t int_pow(int64_t base, int64_t e, bool e_unsigned)
+{
+    if (!e_unsigned && e < 0) {
+        if (base == 1)
+            return 1;
+        if (base == -1)
+            return (e & 1) ? -1 : 1;
+        return 0;
+    }
+    uint64_t ue = (uint64_t)e;
+    uint64_t b = (uint64_t)base;
+    uint64_t r = 1;
+    while (ue != 0) {
+        if (ue & 1u)
+            r *= b;
+        b *= b;
+        ue >>= 1;
+    }
+    return (int64_t)r;
+}
+
+/* a (op) b on integers held in int64, wrapping like the narrow type does once stored.
+ * Division truncates toward zero (C, ONNX Runtime; numpy's // agrees for non-negative data);
+ * division by zero gives 0 as numpy does, where C leaves it undefined. */
+static int64_t int_binary(int op, int64_t a, int64_t b, bool is_unsigned, bool b_unsigned)
+{
+    uint64_t ua = (uint64_t)a;
+    uint64_t ub = (uint64_t)b;
+    switch (op) {
+    case OP_ADD: return (int64_t)(ua + ub);
+    case OP_SUB: return (int64_t)(ua - ub);
+    case OP_MUL: return (int64_t)(ua * ub);
+    case OP_DIV:
+        if (b == 0)
+            return 0;
+        if (is_unsigned)
+            return (int64_t)(ua / ub);
+        if (a == INT64_MIN && b == -1)
+            return INT64_MIN;
+        return a / b;
+    default: return int_pow(a, b, b_unsigned);
+    }
+}
+
+static double f64_binary(int op, double a, double b)
+{
+    switch (op) {
+    case OP_ADD: return a + b;
+    case OP_SUB: return a - b;
+    case OP_MUL: return a * b;
+    case OP_DIV: return a / b;
+    default: return pow(a, b);
+    }
+}
+
+/* Every dtype but float32: computes in int64 when the output is an integer type (and, for Pow,
+ * the exponent too), else in double. */
+static void binary_forward_generic(int op, const walk *w, const onyx_tensor *a,
+                                   const onyx_tensor *b, onyx_tensor *y, int64_t numel)
+{
+    onyx_dtype ta = a->dtype;
+    onyx_dtype tb = b->dtype;
+    onyx_dtype ty = y->dtype;
+    bool int_math = onyx_dtype_is_int(ty) && onyx_dtype_is_int(tb);
+    bool y_unsigned = !onyx_dtype_is_signed(ty);
+    bool b_unsigned = !onyx_dtype_is_signed(tb);
+    int r = w->rank;
+    int64_t n = w->dims[r - 1];
+    int64_t sa = w->st[0][r - 1];
+    int64_t sb = w->st[1][r - 1];
+    int64_t rows = numel / n;
+    int64_t idx[ONYX_MAX_RANK] = {0};
+    int64_t off[2] = {0, 0};
+    for (int64_t i = 0; i < rows; i++) {
+        int64_t ia = off[0];
+        int64_t ib = off[1];
+        int64_t iy = i * n;
+        for (int64_t j = 0; j < n; j++, ia += sa, ib += sb, iy++) {
+            if (int_math) {
+                int64_t v = int_binary(op, onyx_load_i64(ta, a->data, ia),
+                                       onyx_load_i64(tb, b->data, ib), y_unsigned, b_unsigned);
+                onyx_store_i64(ty, y->data, iy, v);
+            } else {
+                double v =
+                    f64_binary(op, onyx_load_f64(ta, a->data, ia), onyx_load_f64(tb, b->data, ib));
+                onyx_store_f64(ty, y->data, iy, v);
+            }
+        }
+        walk_next(w, idx, off);
+    }
+}
+
+static onyx_status binary_init(onyx_node *n, onyx_error *err)
+{
+    onyx_status st = onyx_node_check_arity(n, 2, 2, 1, 1, err);
+    if (st != ONYX_OK)
+        return st;
+    binary *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
+    p->op = OP_BINARY_COUNT;
+    for (int i = 0; i < OP_BINARY_COUNT; i++)
+        if (strcmp(n->op_type, binary_names[i]) == 0)
+            p->op = i;
+    if (p->op == OP_BINARY_COUNT) {
+        free(p);
+        return onyx_node_err(err, n, ONYX_ERR_INTERNAL, "not a binary op");
+    }
+    if (n->opset < 7) {
+        int64_t bcast = 0;
+        p->legacy = true;
+        st = onyx_attr_int(n, "broadcast", 0, &bcast, err);
+        if (st == ONYX_OK)
+            st = onyx_attr_int(n, "axis", 0, &p->axis, err);
+        if (st != ONYX_OK) {
+            free(p);
+            return st;
+        }
+        p->bcast = bcast != 0;
+        p->has_axis = onyx_node_attr(n, "axis") != NULL;
+    }
+    n->priv = p;
+    return ONYX_OK;
+}
+
+/*
+ * Opset 1-6 broadcasting: without broadcast=1 the shapes must be equal; with it, B's dims sit
+ * under A's from `axis` on (suffix matching when axis is not given), each equal to A's or 1, and
+ * the output has A's shape. *view is B seen with A's rank, ready for numpy broadcasting.
+ */
+static onyx_status legacy_view(const onyx_node *n, const binary *p, const onyx_tensor *a,
+                               const onyx_tensor *b, onyx_tensor *view, onyx_error *err)
+{
+    *view = *b;
+    if (a->rank < 0 || b->rank < 0)
+        return ONYX_OK;
+    char sa[96];
+    char sb[96];
+    if (!p->bcast) {
+        bool same = a->rank == b->rank;
+        for (int i = 0; same && i < a->rank; i++)
+            if (a->dims[i] >= 0 && b->dims[i] >= 0 && a->dims[i] != b->dims[i])
+                same = false;
+        if (!same)
+            return onyx_node_err(
+                err, n, ONYX_ERR_SHAPE, "shapes %s and %s differ and attribute broadcast is 0",
+                onyx_shape_str(a, sa, sizeof sa), onyx_shape_str(b, sb, sizeof sb));
+        return ONYX_OK;
+    }
+    int64_t axis = p->has_axis ? p->axis : a->rank - b->rank;
+    if (b->rank > a->rank || axis < 0 || axis + b->rank > a->rank)
+        return onyx_node_err(
+            err, n, ONYX_ERR_SHAPE, "shape %s of B does not fit under shape %s of A at axis %lld",
+            onyx_shape_str(b, sb, sizeof sb), onyx_shape_str(a, sa, sizeof sa), (long long)axis);
+    view->rank = a->rank;
+    for (int i = 0; i < a->rank; i++)
+        view->dims[i] = 1;
+    for (int i = 0; i < b->rank; i++) {
+        int64_t db = b->dims[i];
+        int64_t da = a->dims[axis + i];
+        if (db >= 0 && da >= 0 && db != 1 && db != da)
+            return onyx_node_err(err, n, ONYX_ERR_SHAPE,
+                                 "shape %s of B does not broadcast to shape %s of A at axis %lld "
+                                 "(dimension %d: %lld vs %lld)",
+                                 onyx_shape_str(b, sb, sizeof sb), onyx_shape_str(a, sa, sizeof sa),
+                                 (long long)axis, i, (long long)db, (long long)da);
+        view->dims[axis + i] = db;
+    }
+    return ONYX_OK;
+}
+
+/* The dtypes the spec allows, by op and opset: A/X (the output's too) and B/Y. */
+static void binary_dtypes(int op, int64_t opset, unsigned *ta, unsigned *tb)
+{
+    if (op == OP_POW) {
+        if (opset < 12) {
+            *ta = DT_FLOAT;
+            *tb = DT_FLOAT;
+            return;
+        }
+        *ta = DT_FLOAT | DT(ONYX_DTYPE_I32) | DT(ONYX_DTYPE_I64) | (opset >= 13 ? DT_BF16 : 0);
+        *tb = DT_FLOAT | DT_INT | (opset >= 15 ? DT_BF16 : 0);
+        return;
+    }
+    if (opset < 6)
+        *ta = DT_FLOAT;
+    else if (opset < 14)
+        *ta = DT_FLOAT | DT(ONYX_DTYPE_I32) | DT(ONYX_DTYPE_I64) | DT(ONYX_DTYPE_U32) |
+              DT(ONYX_DTYPE_U64) | (opset >= 13 ? DT_BF16 : 0);
+    else
+        *ta = DT_FLOAT | DT_BF16 | DT_INT;
+    *tb = *ta;
+}
+
+static onyx_status binary_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
+                                onyx_error *err)
+{
+    const binary *p = n->priv;
+    bool pow_op = p->op == OP_POW;
+    const char *name_a = pow_op ? "X" : "A";
+    const char *name_b = pow_op ? "Y" : "B";
+    unsigned ta;
+    unsigned tb;
+    binary_dtypes(p->op, n->opset, &ta, &tb);
+    onyx_status st = check_dtype(n, name_a, in[0].dtype, ta, err);
+    if (st == ONYX_OK)
+        st = check_dtype(n, name_b, in[1].dtype, tb, err);
+    if (st != ONYX_OK)
+        return st;
+    /* Pow takes a different exponent type from opset 12; all else needs both the same. */
+    bool mixed_ok = pow_op && n->opset >= 12;
+    if (!mixed_ok && in[0].dtype != in[1].dtype && in[0].dtype != ONYX_DTYPE_UNDEFINED &&
+        in[1].dtype != ONYX_DTYPE_UNDEFINED)
+        return onyx_node_err(err, n, ONYX_ERR_SHAPE,
+                             "inputs %s and %s have different dtypes (%s vs %s), expected the same",
+                             name_a, name_b, onyx_dtype_name(in[0].dtype),
+                             onyx_dtype_name(in[1].dtype));
+    out[0].dtype = in[0].dtype;
+    if (!p->legacy)
+        return onyx_broadcast_shape(n, &in[0], &in[1], &out[0], err);
+    onyx_tensor view;
+    st = legacy_view(n, p, &in[0], &in[1], &view, err);
+    if (st != ONYX_OK)
+        return st;
+    /* A's shape; where A's dim is unknown, B's may tell it */
+    out[0].rank = in[0].rank;
+    for (int i = 0; i < in[0].rank; i++) {
+        out[0].dims[i] = in[0].dims[i];
+        if (in[0].dims[i] < 0 && view.rank == in[0].rank && view.dims[i] > 1)
+            out[0].dims[i] = view.dims[i];
+    }
+    return ONYX_OK;
+}
+
+/* A: any shape, B: broadcastable with A; Y = A (op) B, numpy broadcasting (ONNX Add-14 etc.;
+ * Pow-15: Z = X^Y). Opset < 7: see legacy_view. */
+static void binary_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                           onyx_tensor *out)
+{
+    (void)ctx;
+    const binary *p = n->priv;
+    int64_t numel = onyx_numel(&out[0]);
+    if (numel == 0)
+        return;
+    onyx_tensor b = in[1];
+    if (p->legacy)
+        (void)legacy_view(n, p, &in[0], &in[1], &b, NULL); /* checked by infer */
+    walk w;
+    walk_init(&w, &out[0], &in[0], &b);
+    if (in[0].dtype == ONYX_DTYPE_F32 && b.dtype == ONYX_DTYPE_F32)
+        binary_forward_f32(p->op, &w, in[0].data, b.data, out[0].data, numel);
+    else
+        binary_forward_generic(p->op, &w, &in[0], &b, &out[0], numel);
+}
+
+const onyx_op_impl onyx_impl_binary = {
+    .init = binary_init,
+    .infer = binary_infer,
+    .forward = binary_forward,
+    .backward = NULL,
+    .fini = NULL,
+    .flags = 0,
+};
+
+/* ---- Sum ---------------------------------------------------------------------------------- */
+
+static onyx_status sum_init(onyx_node *n, onyx_error *err)
+{
+    onyx_status st = onyx_node_check_arity(n, 1, n->n_in, 1, 1, err);
+    if (st != ONYX_OK)
+        return st;
+    for (int i = 0; i < n->n_in; i++)
+        if (!onyx_node_has_in(n, i))
+            return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
+                                 "input %d is empty; every input of Sum is required", i);
+    return ONYX_OK;
+}
+
+/* Opset 6-7: all inputs have one shape; unknown dims are filled from the other inputs. */
+static onyx_status sum_same_shape(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
+                                  onyx_error *err)
+{
+    out->rank = -1;
+    for (int i = 0; i < n->n_in; i++) {
+        const onyx_tensor *t = &in[i];
+        if (t->rank < 0)
+            continue;
+        if (out->rank < 0) {
+            out->rank = t->rank;
+            memcpy(out->dims, t->dims, sizeof(t->dims));
+            continue;
+        }
+        bool same = t->rank == out->rank;
+        for (int k = 0; same && k < t->rank; k++) {
+            if (out->dims[k] < 0)
+                out->dims[k] = t->dims[k];
+            else if (t->dims[k] >= 0 && t->dims[k] != out->dims[k])
+                same = false;
+        }
+        if (!same) {
+            char s0[96];
+            char si[96];
+            return onyx_node_err(err, n, ONYX_ERR_SHAPE,
+                                 "input %d has shape %s, expected %s like the others (no "
+                                 "broadcasting before opset 8)",
+                                 i, onyx_shape_str(t, si, sizeof si),
+                                 onyx_shape_str(out, s0, sizeof s0));
+        }
+    }
+    return ONYX_OK;
+}
+
+static onyx_status sum_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
+                             onyx_error *err)
+{
+    unsigned mask = DT_FLOAT | (n->opset >= 13 ? DT_BF16 : 0);
+    onyx_dtype dt = ONYX_DTYPE_UNDEFINED;
+    for (int i = 0; i < n->n_in; i++) {
+        char what[32];
+        snprintf(what, sizeof what, "%d", i);
+        onyx_status st = check_dtype(n, what, in[i].dtype, mask, err);
+        if (st != ONYX_OK)
+            return st;
+        if (in[i].dtype == ONYX_DTYPE_UNDEFINED)
+            continue;
+        if (dt == ONYX_DTYPE_UNDEFINED)
+            dt = in[i].dtype;
+        else if (in[i].dtype != dt)
+            return onyx_node_err(err, n, ONYX_ERR_SHAPE,
+                                 "input %d has dtype %s, expected %s like the inputs before it", i,
+                                 onyx_dtype_name(in[i].dtype), onyx_dtype_name(dt));
+    }
+    out[0].dtype = dt;
+    if (n->opset < 8)
+        return sum_same_shape(n, in, &out[0], err);
+    onyx_tensor acc = in[0];
+    for (int i = 1; i < n->n_in; i++) {
+        onyx_tensor next = acc;
+        onyx_status st = onyx_broadcast_shape(n, &acc, &in[i], &next, err);
+        if (st != ONYX_OK)
+            return st;
+        acc = next;
+    }
+    out[0].rank = acc.rank;
+    memcpy(out[0].dims, acc.dims, sizeof(acc.dims));
+    return ONYX_OK;
+}
+
+/* Raw loops y += b over one row: b (n), or b (1) held fixed. */
+static void sum_acc_f32_v(int64_t n, const float *restrict b, float *restrict y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += b[i];
+}
+
+static void sum_acc_f32_s(int64_t n, const float *restrict b, float *restrict y)
+{
+    const float s = b[0];
+    for (int64_t i = 0; i < n; i++)
+        y[i] += s;
+}
+
+/* y += b in float32 over the walk (source 0 is b). */
+static void sum_acc_f32(const walk *w, const float *b, float *y, int64_t numel)
+{
+    int r = w->rank;
+    int64_t n = w->dims[r - 1];
+    int64_t rows = numel / n;
+    bool contiguous = w->st[0][r - 1] != 0;
+    int64_t idx[ONYX_MAX_RANK] = {0};
+    int64_t off[2] = {0, 0};
+    for (int64_t i = 0; i < rows; i++) {
+        if (contiguous)
+            sum_acc_f32_v(n, b + off[0], y + i * n);
+        else
+            sum_acc_f32_s(n, b + off[0], y + i * n);
+        walk_next(w, idx, off);
+    }
+}
+
+/* y += b for the other float types, through double. */
+static void sum_acc_generic(const walk *w, const onyx_tensor *b, onyx_tensor *y, int64_t numel)
+{
+    int r = w->rank;
+    int64_t n = w->dims[r - 1];
+    int64_t sb = w->st[0][r - 1];
+    int64_t rows = numel / n;
+    int64_t idx[ONYX_MAX_RANK] = {0};
+    int64_t off[2] = {0, 0};
+    for (int64_t i = 0; i < rows; i++) {
+        int64_t ib = off[0];
+        for (int64_t j = i * n; j < (i + 1) * n; j++, ib += sb) {
+            double v = onyx_load_f64(y->dtype, y->data, j) + onyx_load_f64(b->dtype, b->data, ib);
+            onyx_store_f64(y->dtype, y->data, j, v);
+        }
+        walk_next(w, idx, off);
+    }
+}
+
+/* data_0 ... data_k-1: shapes broadcastable together (opset >= 8; equal before);
+ * sum = data_0 + data_1 + ... + data_k-1, added left to right (ONNX Sum-13). */
+static void sum_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in, onyx_tensor *out)
+{
+    (void)ctx;
+    onyx_tensor *y = &out[0];
+    int64_t numel = onyx_numel(y);
+    if (numel == 0)
+        return;
+    onyx_broadcast_copy(&in[0], y);
+    for (int i = 1; i < n->n_in; i++) {
+        walk w;
+        walk_init(&w, y, &in[i], NULL);
+        if (y->dtype == ONYX_DTYPE_F32)
+            sum_acc_f32(&w, in[i].data, y->data, numel);
+        else
+            sum_acc_generic(&w, &in[i], y, numel);
+    }
+}
+
+const onyx_op_impl onyx_impl_sum = {
+    .init = sum_init,
+    .infer = sum_infer,
+    .forward = sum_forward,
+    .backward = NULL,
+    .fini = NULL,
+    .flags = 0,
+};
+
+/* ---- unary maths: Sqrt, Neg, Abs, Exp, Log, Erf ------------------------------------------- */
+
+enum { UN_SQRT, UN_NEG, UN_ABS, UN_EXP, UN_LOG, UN_ERF, UN_COUNT };
+
+/* Raw loops y = f(x): x (n), y (n). */
+typedef void (*unary_f32_fn)(int64_t n, const float *restrict x, float *restrict y);
+
+#define UNARY_F32(name, expr)                                                                      \
+    static void name##_forward_f32(int64_t n, const float *restrict x, float *restrict y)          \
+    {                                                                                              \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            float v = x[i];                                                                        \
+            y[i] = (expr);                                                                         \
+        }                                                                                          \
+    }
+
+UNARY_F32(sqrt, sqrtf(v))
+UNARY_F32(neg, -v)
+UNARY_F32(abs, fabsf(v))
+UNARY_F32(exp, expf(v))
+UNARY_F32(log, logf(v))
+UNARY_F32(erf, erff(v))
+
+static double neg_f64(double v)
+{
+    return -v;
+}
+
+static const struct unary_def {
+    const char *op_type;
+    unary_f32_fn f32;
+    double (*f64)(double);
+    unsigned dtypes; /* of the latest opset; bfloat16 comes in at 13 for all of them */
+} unary_defs[UN_COUNT] = {
+    [UN_SQRT] = {"Sqrt", sqrt_forward_f32, sqrt, DT_FLOAT | DT_BF16},
+    [UN_NEG] = {"Neg", neg_forward_f32, neg_f64, DT_FLOAT | DT_BF16 | DT_SINT},
+    [UN_ABS] = {"Abs", abs_forward_f32, fabs, DT_FLOAT | DT_BF16 | DT_INT},
+    [UN_EXP] = {"Exp", exp_forward_f32, exp, DT_FLOAT | DT_BF16},
+    [UN_LOG] = {"Log", log_forward_f32, log, DT_FLOAT | DT_BF16},
+    [UN_ERF] = {"Erf", erf_forward_f32, erf, DT_FLOAT | DT_BF16 | DT_INT},
+};
+
+typedef struct unary {
+    int op;
+} unary;
+
+static onyx_status unary_init(onyx_node *n, onyx_error *err)
+{
+    onyx_status st = onyx_node_check_arity(n, 1, 1, 1, 1, err);
+    if (st != ONYX_OK)
+        return st;
+    int op = UN_COUNT;
+    for (int i = 0; i < UN_COUNT; i++)
+        if (strcmp(n->op_type, unary_defs[i].op_type) == 0)
+            op = i;
+    if (op == UN_COUNT)
+        return onyx_node_err(err, n, ONYX_ERR_INTERNAL, "not a unary op");
+    unary *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
+    p->op = op;
+    n->priv = p;
+    return ONYX_OK;
+}
+
+static onyx_status unary_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
+                               onyx_error *err)
+{
+    const unary *p = n->priv;
+    unsigned mask = unary_defs[p->op].dtypes;
+    if (n->opset < 13)
+        mask &= ~DT_BF16;
+    onyx_status st = check_dtype(n, "X", in[0].dtype, mask, err);
+    if (st != ONYX_OK)
+        return st;
+    out[0].dtype = in[0].dtype;
+    out[0].rank = in[0].rank;
+    memcpy(out[0].dims, in[0].dims, sizeof(in[0].dims));
+    return ONYX_OK;
+}
+
+/* y = f(x) for every dtype but float32: integers through int64 (Neg and Abs exact, wrapping
+ * like numpy; Erf through double), floats through double. */
+static void unary_forward_generic(int op, const onyx_tensor *x, onyx_tensor *y, int64_t numel)
+{
+    onyx_dtype dt = x->dtype;
+    bool int_exact = onyx_dtype_is_int(dt) && (op == UN_NEG || op == UN_ABS);
+    bool is_unsigned = !onyx_dtype_is_signed(dt);
+    if (!int_exact) {
+        double (*f)(double) = unary_defs[op].f64;
+        for (int64_t i = 0; i < numel; i++)
+            onyx_store_f64(dt, y->data, i, f(onyx_load_f64(dt, x->data, i)));
+        return;
+    }
+    for (int64_t i = 0; i < numel; i++) {
+        int64_t v = onyx_load_i64(dt, x->data, i);
+        int64_t neg = (int64_t)(0u - (uint64_t)v); /* wraps at INT64_MIN like numpy */
+        if (op == UN_NEG)
+            v = neg;
+        else if (!is_unsigned && v < 0)
+            v = neg;
+        onyx_store_i64(dt, y->data, i, v);
+    }
+}
+
+/* X: any shape; Y: X's shape, Y = f(X) elementwise (ONNX Sqrt-13, Neg-13, Abs-13, Exp-13,
+ * Log-13, Erf-13). */
+static void unary_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                          onyx_tensor *out)
+{
+    (void)ctx;
+    const unary *p = n->priv;
+    int64_t numel = onyx_numel(&out[0]);
+    if (numel == 0)
+        return;
+    if (in[0].dtype == ONYX_DTYPE_F32)
+        unary_defs[p->op].f32(numel, in[0].data, out[0].data);
+    else
+        unary_forward_generic(p->op, &in[0], &out[0], numel);
+}
+
+const onyx_op_impl onyx_impl_unary = {
+    .init = unary_init,
+    .infer = unary_infer,
+    .forward = unary_forward,
+    .backward = NULL,
+    .fini = NULL,
+    .flags = 0,
+};

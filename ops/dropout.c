@@ -1,3 +1,229 @@
-/* dropout.c — placeholder until the family is written (owned by its helper). */
+/*
+ * dropout.c — Dropout, every opset.
+ *
+ * What the op does depends on the session mode (see the top of onyx.h):
+ *  - INFER: Y = X and mask all true, whatever the model says.
+ *  - TRAIN: drop with probability `ratio`, whatever the model says.
+ *  - GRAPH: what the spec says for the node's opset:
+ *      opsets 1, 6: drops when attribute is_test == 0 (its default);
+ *      opsets 7, 10: never drops (inference-only op);
+ *      opsets 12+: drops when the training_mode input is present and true.
+ * The ratio is the `ratio` input in opsets 12+ (0.5 when omitted), else the `ratio` attribute
+ * (default 0.5). A ratio of 0 never draws random numbers and gives Y = X.
+ * When dropping: mask = (u >= ratio) with u uniform in [0, 1), and Y = X * mask * scale with
+ * scale = 1 / (1 - ratio) in float32.
+ *  - With a `seed` attribute (opsets 12+) u comes from MT19937 seeded with it on every run, the
+ *    numbers numpy.random.seed(seed); numpy.random.uniform(0, 1, x.shape) gives — so the mask
+ *    is the ONNX reference's, bit for bit.
+ *  - Otherwise u comes from the session's generator, so runs are reproducible from its seed.
+ * The mask output is bool in opsets 10+ and has the input's type (1 or 0) in opsets 1-7.
+ */
 #include "ops.h"
-const onyx_op_impl onyx_impl_dropout = {0};
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct dropout_priv {
+    float ratio;   /* the attribute (opsets < 12) */
+    bool is_test;  /* opsets 1 and 6 */
+    bool has_seed; /* opsets 12+ */
+    int64_t seed;
+} dropout_priv;
+
+static bool ratio_ok(double r)
+{
+    return r >= 0.0 && r < 1.0; /* false for NaN */
+}
+
+static onyx_status dropout_init(onyx_node *n, onyx_error *err)
+{
+    onyx_status st;
+    dropout_priv p = {.ratio = 0.5f};
+    if (n->opset >= 12) {
+        if ((st = onyx_node_check_arity(n, 1, 3, 1, 2, err)) != ONYX_OK)
+            return st;
+        p.has_seed = onyx_node_attr(n, "seed") != NULL;
+        if ((st = onyx_attr_int(n, "seed", 0, &p.seed, err)) != ONYX_OK)
+            return st;
+    } else {
+        if ((st = onyx_node_check_arity(n, 1, 1, 1, 2, err)) != ONYX_OK)
+            return st;
+        if ((st = onyx_attr_float(n, "ratio", 0.5f, &p.ratio, err)) != ONYX_OK)
+            return st;
+        if (!ratio_ok(p.ratio))
+            return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
+                                 "attribute ratio is %g, expected a value in [0, 1)",
+                                 (double)p.ratio);
+        if (n->opset < 7) {
+            int64_t is_test;
+            if ((st = onyx_attr_int(n, "is_test", 0, &is_test, err)) != ONYX_OK)
+                return st;
+            p.is_test = is_test != 0;
+        }
+    }
+    dropout_priv *pp = malloc(sizeof(*pp));
+    if (pp == NULL)
+        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
+    *pp = p;
+    n->priv = pp;
+    return ONYX_OK;
+}
+
+/* A scalar input: rank 0, or one element. */
+static bool is_scalar_shape(const onyx_tensor *t)
+{
+    if (t->rank <= 0)
+        return true; /* scalar, or unknown */
+    for (int i = 0; i < t->rank; i++)
+        if (t->dims[i] != 1 && t->dims[i] >= 0)
+            return false;
+    return true;
+}
+
+/* data: (any), ratio: scalar, training_mode: bool scalar -> output: like data, mask: like data. */
+static onyx_status dropout_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
+                                 onyx_error *err)
+{
+    const onyx_tensor *x = &in[0];
+    char s[96];
+    if (!onyx_dtype_is_float(x->dtype))
+        return onyx_node_err(err, n, ONYX_ERR_UNSUPPORTED,
+                             "input data has type %s, expected float32, float64, float16 or "
+                             "bfloat16",
+                             onyx_dtype_name(x->dtype));
+    if (onyx_node_has_in(n, 1)) {
+        const onyx_tensor *r = &in[1];
+        if (!onyx_dtype_is_float(r->dtype))
+            return onyx_node_err(err, n, ONYX_ERR_SHAPE,
+                                 "input ratio has type %s, expected a floating-point scalar",
+                                 onyx_dtype_name(r->dtype));
+        if (!is_scalar_shape(r))
+            return onyx_node_err(err, n, ONYX_ERR_SHAPE,
+                                 "input ratio has shape %s, expected a scalar",
+                                 onyx_shape_str(r, s, sizeof s));
+        if (r->data != NULL && onyx_shape_known(r)) {
+            double v = onyx_load_f64(r->dtype, r->data, 0);
+            if (!ratio_ok(v))
+                return onyx_node_err(err, n, ONYX_ERR_INVALID_ARG,
+                                     "input ratio is %g, expected a value in [0, 1)", v);
+        }
+    }
+    if (onyx_node_has_in(n, 2)) {
+        const onyx_tensor *t = &in[2];
+        if (t->dtype != ONYX_DTYPE_BOOL)
+            return onyx_node_err(err, n, ONYX_ERR_SHAPE,
+                                 "input training_mode has type %s, expected bool",
+                                 onyx_dtype_name(t->dtype));
+        if (!is_scalar_shape(t))
+            return onyx_node_err(err, n, ONYX_ERR_SHAPE,
+                                 "input training_mode has shape %s, expected a scalar",
+                                 onyx_shape_str(t, s, sizeof s));
+    }
+    for (int i = 0; i < 2 && i < n->n_out; i++) {
+        if (!onyx_node_has_out(n, i))
+            continue;
+        out[i].dtype = x->dtype;
+        out[i].rank = x->rank;
+        for (int d = 0; d < x->rank; d++)
+            out[i].dims[d] = x->dims[d];
+    }
+    if (onyx_node_has_out(n, 1) && n->opset >= 10)
+        out[1].dtype = ONYX_DTYPE_BOOL;
+    return ONYX_OK;
+}
+
+/* Whether this run drops, by session mode and (GRAPH) the spec of the node's opset. */
+static bool dropout_training(const onyx_node *n, const onyx_kctx *ctx, const onyx_tensor *in)
+{
+    const dropout_priv *p = n->priv;
+    switch (ctx->mode) {
+    case ONYX_MODE_INFER: return false;
+    case ONYX_MODE_TRAIN: return true;
+    case ONYX_MODE_GRAPH: break;
+    }
+    if (n->opset >= 12)
+        return onyx_node_has_in(n, 2) && onyx_load_f64(in[2].dtype, in[2].data, 0) != 0.0;
+    if (n->opset >= 7)
+        return false;
+    return !p->is_test;
+}
+
+/*
+ * x, y: (numel); keep: (numel) of 0/1, or NULL when the mask is not wanted; mt: seeded MT19937
+ * or NULL to draw from rng. y[i] = x[i] * keep[i] * scale, keep[i] = (u_i >= ratio).
+ * Random numbers are inherently sequential, so this is one scalar loop.
+ */
+static void dropout_f32(const float *restrict x, float *restrict y, uint8_t *restrict keep,
+                        int64_t numel, double ratio, float scale, onyx_mt19937 *mt, onyx_rng *rng)
+{
+    for (int64_t i = 0; i < numel; i++) {
+        double u = mt != NULL ? onyx_mt_double(mt) : onyx_rng_double(rng);
+        bool k = u >= ratio;
+        /* x * mask * scale as the reference computes it: a dropped NaN stays NaN, -x gives -0 */
+        y[i] = (x[i] * (k ? 1.0f : 0.0f)) * scale;
+        if (keep != NULL)
+            keep[i] = k;
+    }
+}
+
+/* The same for any other floating dtype (and a typed mask in opsets < 10). */
+static void dropout_generic(onyx_dtype dt, const void *x, void *y, onyx_dtype mask_dt, void *mask,
+                            int64_t numel, double ratio, float scale, onyx_mt19937 *mt,
+                            onyx_rng *rng)
+{
+    for (int64_t i = 0; i < numel; i++) {
+        double u = mt != NULL ? onyx_mt_double(mt) : onyx_rng_double(rng);
+        bool k = u >= ratio;
+        onyx_store_f64(dt, y, i, onyx_load_f64(dt, x, i) * (k ? 1.0 : 0.0) * (double)scale);
+        if (mask != NULL)
+            onyx_store_f64(mask_dt, mask, i, k ? 1.0 : 0.0);
+    }
+}
+
+static void dropout_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                            onyx_tensor *out)
+{
+    const dropout_priv *p = n->priv;
+    const onyx_tensor *x = &in[0];
+    onyx_tensor *y = &out[0];
+    onyx_tensor *mask = onyx_node_has_out(n, 1) ? &out[1] : NULL;
+    int64_t numel = onyx_numel(x);
+
+    double ratio = p->ratio; /* float attribute, widened exactly */
+    if (n->opset >= 12)
+        ratio = onyx_node_has_in(n, 1) ? onyx_load_f64(in[1].dtype, in[1].data, 0) : 0.5;
+    bool drop = dropout_training(n, ctx, in) && ratio != 0.0;
+
+    if (!drop) {
+        memcpy(y->data, x->data, onyx_nbytes(x));
+        if (mask != NULL) {
+            if (mask->dtype == ONYX_DTYPE_BOOL)
+                memset(mask->data, 1, (size_t)numel);
+            else
+                for (int64_t i = 0; i < numel; i++)
+                    onyx_store_f64(mask->dtype, mask->data, i, 1.0);
+        }
+        return;
+    }
+
+    float scale = 1.0f / (1.0f - (float)ratio);
+    onyx_mt19937 mt;
+    onyx_mt19937 *mtp = NULL;
+    if (p->has_seed) {
+        onyx_mt_seed(&mt, (uint32_t)p->seed);
+        mtp = &mt;
+    }
+    if (x->dtype == ONYX_DTYPE_F32 && (mask == NULL || mask->dtype == ONYX_DTYPE_BOOL))
+        dropout_f32(x->data, y->data, mask != NULL ? mask->data : NULL, numel, ratio, scale, mtp,
+                    ctx->rng);
+    else
+        dropout_generic(x->dtype, x->data, y->data, mask != NULL ? mask->dtype : ONYX_DTYPE_BOOL,
+                        mask != NULL ? mask->data : NULL, numel, ratio, scale, mtp, ctx->rng);
+}
+
+const onyx_op_impl onyx_impl_dropout = {
+    .init = dropout_init,
+    .infer = dropout_infer,
+    .forward = dropout_forward,
+    .flags = ONYX_OPF_RANDOM | ONYX_OPF_MODE,
+};

@@ -1,3 +1,208 @@
-/* softmax.c — placeholder until the family is written (owned by its helper). */
+/*
+ * softmax.c — Softmax and LogSoftmax (one impl; node->op_type tells them apart).
+ *
+ * Opsets 1 and 11 coerce the input to 2-D at `axis` (default 1) and normalise over the
+ * flattened trailing dims [a_axis * ... * a_{r-1}]; opset 13 normalises along the one
+ * dimension `axis` (default -1). Either way the input is viewed as (outer, n, inner) and the
+ * reduction runs over n: inner == 1 is the contiguous-rows case.
+ *
+ * Numerically stable: softmax = exp(x - max) / sum(exp(x - max)) and
+ * log_softmax = x - max - log(sum(exp(x - max))); sums are accumulated in double.
+ */
 #include "ops.h"
-const onyx_op_impl onyx_impl_softmax = {0};
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct softmax_priv {
+    int64_t axis; /* as given; normalised per run against the input's rank */
+    bool log;     /* LogSoftmax */
+} softmax_priv;
+
+static onyx_status softmax_init(onyx_node *n, onyx_error *err)
+{
+    onyx_status st = onyx_node_check_arity(n, 1, 1, 1, 1, err);
+    if (st != ONYX_OK)
+        return st;
+    int64_t axis;
+    if ((st = onyx_attr_int(n, "axis", n->opset >= 13 ? -1 : 1, &axis, err)) != ONYX_OK)
+        return st;
+    softmax_priv *p = malloc(sizeof(*p));
+    if (p == NULL)
+        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
+    p->axis = axis;
+    p->log = strcmp(n->op_type, "LogSoftmax") == 0;
+    n->priv = p;
+    return ONYX_OK;
+}
+
+/* x, y: same shape and dtype. */
+static onyx_status softmax_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
+                                 onyx_error *err)
+{
+    const softmax_priv *p = n->priv;
+    const onyx_tensor *x = &in[0];
+    char sx[96];
+    if (!onyx_dtype_is_float(x->dtype))
+        return onyx_node_err(err, n, ONYX_ERR_UNSUPPORTED,
+                             "input has type %s, expected float32, float64, float16 or bfloat16",
+                             onyx_dtype_name(x->dtype));
+    if (x->rank == 0)
+        return onyx_node_err(err, n, ONYX_ERR_SHAPE, "input is a scalar, expected rank >= 1");
+    if (x->rank > 0 && (p->axis < -x->rank || p->axis >= x->rank))
+        return onyx_node_err(err, n, ONYX_ERR_SHAPE,
+                             "axis %lld is out of range for input of shape %s (expected %d to %d)",
+                             (long long)p->axis, onyx_shape_str(x, sx, sizeof sx), -x->rank,
+                             x->rank - 1);
+    out[0].dtype = x->dtype;
+    out[0].rank = x->rank;
+    for (int i = 0; i < x->rank; i++)
+        out[0].dims[i] = x->dims[i];
+    return ONYX_OK;
+}
+
+/* x, y: (rows, n); each row of y is softmax (or log-softmax) of the row of x. */
+static void softmax_rows_f32(const float *restrict x, float *restrict y, int64_t rows, int64_t n,
+                             bool log_out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *restrict xr = x + r * n;
+        float *restrict yr = y + r * n;
+        float m = -INFINITY;
+        for (int64_t j = 0; j < n; j++)
+            m = xr[j] > m ? xr[j] : m;
+        double s = 0.0;
+        if (log_out) {
+            for (int64_t j = 0; j < n; j++)
+                s += expf(xr[j] - m);
+            float ls = (float)log(s);
+            for (int64_t j = 0; j < n; j++)
+                yr[j] = (xr[j] - m) - ls;
+        } else {
+            for (int64_t j = 0; j < n; j++) {
+                float e = expf(xr[j] - m);
+                yr[j] = e;
+                s += e;
+            }
+            float inv = (float)(1.0 / s);
+            for (int64_t j = 0; j < n; j++)
+                yr[j] *= inv;
+        }
+    }
+}
+
+/* Columns of the strided case handled at once, with their max and sum on the stack. */
+enum { SOFTMAX_CHUNK = 256 };
+
+/* x, y: (outer, n, inner); reduce over n for every (outer, inner) position. Chunks of the
+ * inner dim are walked row by row so the loops stay contiguous and vectorisable. */
+static void softmax_strided_f32(const float *restrict x, float *restrict y, int64_t outer,
+                                int64_t n, int64_t inner, bool log_out)
+{
+    float mx[SOFTMAX_CHUNK];
+    double sum[SOFTMAX_CHUNK];
+    float post[SOFTMAX_CHUNK]; /* 1/sum, or log(sum) for log-softmax */
+    if (n == 0)
+        return;
+    for (int64_t o = 0; o < outer; o++) {
+        const float *xo = x + o * n * inner;
+        float *yo = y + o * n * inner;
+        for (int64_t i0 = 0; i0 < inner; i0 += SOFTMAX_CHUNK) {
+            int64_t w = inner - i0 < SOFTMAX_CHUNK ? inner - i0 : SOFTMAX_CHUNK;
+            for (int64_t i = 0; i < w; i++) {
+                mx[i] = xo[i0 + i];
+                sum[i] = 0.0;
+            }
+            for (int64_t k = 1; k < n; k++) {
+                const float *xr = xo + k * inner + i0;
+                for (int64_t i = 0; i < w; i++)
+                    mx[i] = xr[i] > mx[i] ? xr[i] : mx[i];
+            }
+            for (int64_t k = 0; k < n; k++) {
+                const float *xr = xo + k * inner + i0;
+                float *yr = yo + k * inner + i0;
+                for (int64_t i = 0; i < w; i++) {
+                    float e = expf(xr[i] - mx[i]);
+                    if (!log_out)
+                        yr[i] = e;
+                    sum[i] += e;
+                }
+            }
+            for (int64_t i = 0; i < w; i++)
+                post[i] = log_out ? (float)log(sum[i]) : (float)(1.0 / sum[i]);
+            for (int64_t k = 0; k < n; k++) {
+                const float *xr = xo + k * inner + i0;
+                float *yr = yo + k * inner + i0;
+                if (log_out)
+                    for (int64_t i = 0; i < w; i++)
+                        yr[i] = (xr[i] - mx[i]) - post[i];
+                else
+                    for (int64_t i = 0; i < w; i++)
+                        yr[i] *= post[i];
+            }
+        }
+    }
+}
+
+/* The same for any other floating dtype, element by element in double. */
+static void softmax_generic(onyx_dtype dt, const void *x, void *y, int64_t outer, int64_t n,
+                            int64_t inner, bool log_out)
+{
+    if (n == 0)
+        return;
+    for (int64_t o = 0; o < outer; o++) {
+        for (int64_t i = 0; i < inner; i++) {
+            int64_t base = o * n * inner + i;
+            double m = onyx_load_f64(dt, x, base);
+            for (int64_t k = 1; k < n; k++) {
+                double v = onyx_load_f64(dt, x, base + k * inner);
+                m = v > m ? v : m;
+            }
+            double s = 0.0;
+            for (int64_t k = 0; k < n; k++)
+                s += exp(onyx_load_f64(dt, x, base + k * inner) - m);
+            double ls = log(s);
+            for (int64_t k = 0; k < n; k++) {
+                double d = onyx_load_f64(dt, x, base + k * inner) - m;
+                onyx_store_f64(dt, y, base + k * inner, log_out ? d - ls : exp(d) / s);
+            }
+        }
+    }
+}
+
+/* x, y: (a_0, ..., a_{r-1}). Spec: Softmax-13 / LogSoftmax-13, and the 2-D coercion of -1/-11. */
+static void softmax_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                            onyx_tensor *out)
+{
+    (void)ctx;
+    const softmax_priv *p = n->priv;
+    const onyx_tensor *x = &in[0];
+    int rank = x->rank;
+    int axis = (int)(p->axis < 0 ? p->axis + rank : p->axis);
+    int64_t outer = 1;
+    int64_t len = 1;
+    int64_t inner = 1;
+    for (int i = 0; i < axis; i++)
+        outer *= x->dims[i];
+    if (n->opset < 13) {
+        for (int i = axis; i < rank; i++)
+            len *= x->dims[i];
+    } else {
+        len = x->dims[axis];
+        for (int i = axis + 1; i < rank; i++)
+            inner *= x->dims[i];
+    }
+    if (x->dtype != ONYX_DTYPE_F32)
+        softmax_generic(x->dtype, x->data, out[0].data, outer, len, inner, p->log);
+    else if (inner == 1)
+        softmax_rows_f32(x->data, out[0].data, outer, len, p->log);
+    else
+        softmax_strided_f32(x->data, out[0].data, outer, len, inner, p->log);
+}
+
+const onyx_op_impl onyx_impl_softmax = {
+    .init = softmax_init,
+    .infer = softmax_infer,
+    .forward = softmax_forward,
+};

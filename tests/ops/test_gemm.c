@@ -1,0 +1,602 @@
+/* test_gemm.c — onyx_gemm_f32 against its naive reference, and the Gemm and MatMul ops. */
+#include "check.h"
+#include "gemm.h"
+#include "op_harness.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+/* Deterministic values in [-1, 1). */
+static uint64_t lcg_state = 88172645463325252u;
+static float frand(void)
+{
+    lcg_state = lcg_state * 6364136223846793005u + 1442695040888963407u;
+    return (float)((lcg_state >> 40) / 8388608.0 - 1.0);
+}
+
+static void fill(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = frand();
+}
+
+/* One fast-vs-reference comparison; returns false (after printing why) on mismatch. */
+static bool compare_one(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                        float beta, int64_t pad)
+{
+    /* Leading dimensions wider than the matrices, by `pad` elements. */
+    int64_t a_rows = ta ? K : M;
+    int64_t a_cols = ta ? M : K;
+    int64_t b_rows = tb ? N : K;
+    int64_t b_cols = tb ? K : N;
+    int64_t lda = a_cols + pad;
+    int64_t ldb = b_cols + pad;
+    int64_t ldc = N + pad;
+    size_t na = (size_t)(a_rows * lda);
+    size_t nb = (size_t)(b_rows * ldb);
+    size_t nc = (size_t)(M * ldc);
+    float *A = malloc(sizeof(float) * (na + 1));
+    float *B = malloc(sizeof(float) * (nb + 1));
+    float *C0 = malloc(sizeof(float) * (nc + 1));
+    float *C1 = malloc(sizeof(float) * (nc + 1));
+    fill(A, na);
+    fill(B, nb);
+    fill(C0, nc);
+    const float sentinel = 12345.0f;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = N; j < ldc; j++)
+            C0[i * ldc + j] = sentinel; /* the gap between rows must stay untouched */
+    if (beta == 0.0f)
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++)
+                C0[i * ldc + j] = NAN; /* write-only: must never be read */
+    memcpy(C1, C0, sizeof(float) * nc);
+    onyx_gemm_f32_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc);
+    onyx_gemm_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C1, ldc);
+    bool ok = true;
+    for (int64_t i = 0; i < M && ok; i++) {
+        for (int64_t j = 0; j < ldc && ok; j++) {
+            float want = C0[i * ldc + j];
+            float got = C1[i * ldc + j];
+            /* float32 accumulation over K terms of magnitude <= 1 */
+            double tol = 1e-6 * (double)(K + 1) + 1e-5 * fabs(want);
+            if (j >= N) {
+                ok = got == sentinel;
+            } else {
+                ok = isfinite(got) && fabs((double)got - want) <= tol;
+            }
+            if (!ok)
+                fprintf(stderr,
+                        "gemm mismatch ta=%d tb=%d M=%lld N=%lld K=%lld alpha=%g beta=%g pad=%lld "
+                        "at [%lld,%lld]: got %.9g want %.9g\n",
+                        ta, tb, (long long)M, (long long)N, (long long)K, alpha, beta,
+                        (long long)pad, (long long)i, (long long)j, got, want);
+        }
+    }
+    free(A);
+    free(B);
+    free(C0);
+    free(C1);
+    return ok;
+}
+
+static void test_gemm_fast_vs_ref(void)
+{
+    static const int64_t sizes[] = {1, 2, 3, 7, 17, 33, 64, 65, 129};
+    static const float alphas[] = {1.0f, 0.5f, -2.0f, 1.0f};
+    static const float betas[] = {0.0f, 1.0f, 0.25f, -1.5f};
+    const int ns = (int)(sizeof(sizes) / sizeof(sizes[0]));
+    int failures = 0;
+    int count = 0;
+    for (int t = 0; t < 4; t++) {
+        bool ta = t & 1;
+        bool tb = (t >> 1) & 1;
+        for (int im = 0; im < ns; im++)
+            for (int in = 0; in < ns; in++)
+                for (int ik = 0; ik < ns; ik++) {
+                    /* Cycle through alpha/beta/padding so every shape sees several variants
+                     * across the four transpose forms without a full cross product. */
+                    int v = (im + 2 * in + 3 * ik + t) % 4;
+                    int64_t pad = (im + in + ik) % 3 == 0 ? 0 : (im + ik) % 5 + 1;
+                    if (!compare_one(ta, tb, sizes[im], sizes[in], sizes[ik], alphas[v], betas[v],
+                                     pad))
+                        failures++;
+                    count++;
+                }
+    }
+    printf("gemm fast vs ref: %d shapes, %d mismatched\n", count, failures);
+    CHECK(failures == 0);
+
+    /* Larger than every block size in every dimension, all transposes, beta 0 and 1. */
+    for (int t = 0; t < 4; t++) {
+        CHECK(compare_one(t & 1, (t >> 1) & 1, 200, 150, 300, 1.0f, 0.0f, 3));
+        CHECK(compare_one(t & 1, (t >> 1) & 1, 131, 257, 260, 0.75f, 1.0f, 0));
+    }
+}
+
+static void test_gemm_edges(void)
+{
+    /* K == 0: C = beta * C; beta == 0 writes zeros over NaN. */
+    float C[6] = {NAN, NAN, NAN, 1, 2, 3};
+    onyx_gemm_f32(false, false, 2, 3, 0, 1.0f, NULL, 1, NULL, 3, 0.0f, C, 3);
+    for (int i = 0; i < 6; i++)
+        CHECK(C[i] == 0.0f);
+    float D[4] = {1, 2, 3, 4};
+    onyx_gemm_f32(false, false, 2, 2, 0, 1.0f, NULL, 1, NULL, 2, 2.0f, D, 2);
+    CHECK(D[0] == 2.0f && D[3] == 8.0f);
+    /* M == 0 / N == 0 touch nothing. */
+    float E[1] = {7};
+    onyx_gemm_f32(false, false, 0, 1, 1, 1.0f, E, 1, E, 1, 0.0f, E, 1);
+    onyx_gemm_f32(false, false, 1, 0, 1, 1.0f, E, 1, E, 1, 0.0f, E, 1);
+    CHECK(E[0] == 7.0f);
+    /* Hand-computed 2x2: [1 2; 3 4] * [5 6; 7 8] = [19 22; 43 50]. */
+    float A[4] = {1, 2, 3, 4};
+    float B[4] = {5, 6, 7, 8};
+    float Y[4];
+    onyx_gemm_f32(false, false, 2, 2, 2, 1.0f, A, 2, B, 2, 0.0f, Y, 2);
+    CHECK(Y[0] == 19 && Y[1] == 22 && Y[2] == 43 && Y[3] == 50);
+    /* A^T * B^T = (B A)^T: B A = [23 34; 31 46] -> [23 31; 34 46]. */
+    onyx_gemm_f32(true, true, 2, 2, 2, 1.0f, A, 2, B, 2, 0.0f, Y, 2);
+    CHECK(Y[0] == 23 && Y[1] == 31 && Y[2] == 34 && Y[3] == 46);
+}
+
+/* ---- the Gemm op -------------------------------------------------------------------------- */
+
+static const float GA[6] = {1, 2, 3, 4, 5, 6};          /* [2,3] */
+static const float GB[6] = {1, 0, -1, 2, 0.5f, -0.5f};  /* [3,2] */
+/* A*B = [1-2+1.5, 0+4-1.5; 4-5+3, 0+10-3] = [0.5 2.5; 2 7] */
+
+static void test_gemm_op_basic(void)
+{
+    onyx_error err = {0};
+    onyx_tensor out[1];
+    /* No C (opset 13), default attributes. */
+    th_node *n = th_node_new("Gemm", 13, 2, 1);
+    onyx_tensor in[3] = {th_f32(2, (int64_t[]){2, 3}, GA), th_f32(2, (int64_t[]){3, 2}, GB)};
+    CHECK_OK(th_run(n, ONYX_MODE_INFER, in, out, &err), err.msg);
+    CHECK(out[0].rank == 2 && out[0].dims[0] == 2 && out[0].dims[1] == 2);
+    const float *y = out[0].data;
+    CHECK_NEAR(y[0], 0.5);
+    CHECK_NEAR(y[1], 2.5);
+    CHECK_NEAR(y[2], 2.0);
+    CHECK_NEAR(y[3], 7.0);
+    th_node_free(n);
+
+    /* transA, transB, alpha, beta and every C broadcast form. */
+    const float At[6] = {1, 4, 2, 5, 3, 6};          /* A^T: [3,2] */
+    const float Bt[6] = {1, -1, 0.5f, 0, 2, -0.5f};  /* B^T: [2,3] */
+    const float cs[1] = {10};
+    const float cn[2] = {10, 20};
+    const float cm[2] = {100, 200};
+    const float cmn[4] = {1, 2, 3, 4};
+    struct {
+        int rank;
+        int64_t dims[2];
+        const float *data;
+        float c[4]; /* C broadcast to [2,2] */
+    } cases[] = {
+        {0, {0, 0}, cs, {10, 10, 10, 10}},
+        {1, {1, 0}, cs, {10, 10, 10, 10}},
+        {1, {2, 0}, cn, {10, 20, 10, 20}},
+        {2, {1, 2}, cn, {10, 20, 10, 20}},
+        {2, {2, 1}, cm, {100, 100, 200, 200}},
+        {2, {2, 2}, cmn, {1, 2, 3, 4}},
+        {2, {1, 1}, cs, {10, 10, 10, 10}},
+    };
+    const float ab[4] = {0.5f, 2.5f, 2.0f, 7.0f};
+    for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1;
+            bool tb = t >> 1;
+            n = th_node_new("Gemm", 11, 3, 1);
+            th_attr_float(n, "alpha", 0.5f);
+            th_attr_float(n, "beta", -2.0f);
+            th_attr_int(n, "transA", ta);
+            th_attr_int(n, "transB", tb);
+            onyx_tensor gin[3] = {
+                ta ? th_f32(2, (int64_t[]){3, 2}, At) : th_f32(2, (int64_t[]){2, 3}, GA),
+                tb ? th_f32(2, (int64_t[]){2, 3}, Bt) : th_f32(2, (int64_t[]){3, 2}, GB),
+                th_f32(cases[ci].rank, cases[ci].dims, cases[ci].data)};
+            CHECK_OK(th_run(n, ONYX_MODE_INFER, gin, out, &err), err.msg);
+            y = out[0].data;
+            for (int i = 0; i < 4; i++)
+                CHECK_NEAR(y[i], 0.5 * ab[i] - 2.0 * cases[ci].c[i]);
+            th_node_free(n);
+        }
+    }
+
+    /* beta == 0: C is ignored even when it holds NaN. */
+    n = th_node_new("Gemm", 13, 3, 1);
+    th_attr_float(n, "beta", 0.0f);
+    const float cnan[4] = {NAN, NAN, NAN, NAN};
+    onyx_tensor zin[3] = {th_f32(2, (int64_t[]){2, 3}, GA), th_f32(2, (int64_t[]){3, 2}, GB),
+                          th_f32(2, (int64_t[]){2, 2}, cnan)};
+    CHECK_OK(th_run(n, ONYX_MODE_INFER, zin, out, &err), err.msg);
+    y = out[0].data;
+    for (int i = 0; i < 4; i++)
+        CHECK_NEAR(y[i], ab[i]);
+    th_node_free(n);
+
+    /* Omitted C given as an empty optional input. */
+    n = th_node_new("Gemm", 13, 3, 1);
+    onyx_tensor oin[3] = {th_f32(2, (int64_t[]){2, 3}, GA), th_f32(2, (int64_t[]){3, 2}, GB),
+                          th_omitted()};
+    CHECK_OK(th_run(n, ONYX_MODE_INFER, oin, out, &err), err.msg);
+    y = out[0].data;
+    CHECK_NEAR(y[3], 7.0);
+    th_node_free(n);
+}
+
+static void test_gemm_op_f64(void)
+{
+    onyx_error err = {0};
+    onyx_tensor out[1];
+    const double a[6] = {1, 2, 3, 4, 5, 6};
+    const double b[6] = {1, 0, -1, 2, 0.5, -0.5};
+    const double c[2] = {1, 2};
+    th_node *n = th_node_new("Gemm", 13, 3, 1);
+    th_attr_float(n, "alpha", 2.0f);
+    onyx_tensor in[3] = {th_tensor(ONYX_DTYPE_F64, 2, (int64_t[]){2, 3}, a),
+                         th_tensor(ONYX_DTYPE_F64, 2, (int64_t[]){3, 2}, b),
+                         th_tensor(ONYX_DTYPE_F64, 1, (int64_t[]){2}, c)};
+    CHECK_OK(th_run(n, ONYX_MODE_INFER, in, out, &err), err.msg);
+    CHECK(out[0].dtype == ONYX_DTYPE_F64);
+    const double *y = out[0].data;
+    CHECK_NEAR(y[0], 2 * 0.5 + 1);
+    CHECK_NEAR(y[1], 2 * 2.5 + 2);
+    CHECK_NEAR(y[2], 2 * 2.0 + 1);
+    CHECK_NEAR(y[3], 2 * 7.0 + 2);
+    th_node_free(n);
+}
+
+static void test_gemm_op_errors(void)
+{
+    onyx_error err = {0};
+    onyx_tensor out[1];
+    float big[64 * 128] = {0};
+
+    /* K mismatch names both shapes. */
+    th_node *n = th_node_new("Gemm", 13, 2, 1);
+    onyx_tensor in[3] = {th_f32(2, (int64_t[]){32, 128}, big), th_f32(2, (int64_t[]){64, 10}, big)};
+    CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_SHAPE);
+    CHECK_MSG(err.msg, "node \"test_node\" (Gemm, opset 13)");
+    CHECK_MSG(err.msg, "input B has shape [64,10], expected [128,N]");
+    CHECK_MSG(err.msg, "[32,128]");
+    th_node_free(n);
+
+    n = th_node_new("Gemm", 13, 2, 1);
+    th_attr_int(n, "transB", 1);
+    in[1] = th_f32(2, (int64_t[]){10, 64}, big);
+    CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_SHAPE);
+    CHECK_MSG(err.msg, "input B has shape [10,64], expected [N,128]");
+    th_node_free(n);
+
+    /* Rank. */
+    n = th_node_new("Gemm", 13, 2, 1);
+    in[0] = th_f32(3, (int64_t[]){2, 2, 2}, big);
+    in[1] = th_f32(2, (int64_t[]){2, 2}, big);
+    CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_SHAPE);
+    CHECK_MSG(err.msg, "input A has shape [2,2,2], expected rank 2");
+    th_node_free(n);
+
+    /* C not broadcastable. */
+    n = th_node_new("Gemm", 13, 3, 1);
+    in[0] = th_f32(2, (int64_t[]){2, 3}, big);
+    in[1] = th_f32(2, (int64_t[]){3, 4}, big);
+    in[2] = th_f32(1, (int64_t[]){3}, big);
+    CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_SHAPE);
+    CHECK_MSG(err.msg, "input C has shape [3], expected a shape broadcastable to [2,4]");
+    th_node_free(n);
+    n = th_node_new("Gemm", 13, 3, 1);
+    in[2] = th_f32(3, (int64_t[]){1, 2, 4}, big);
+    CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_SHAPE);
+    CHECK_MSG(err.msg, "input C has shape [1,2,4]");
+    th_node_free(n);
+
+    /* dtypes. */
+    const int32_t ints[6] = {0};
+    n = th_node_new("Gemm", 13, 2, 1);
+    in[0] = th_tensor(ONYX_DTYPE_I32, 2, (int64_t[]){2, 3}, ints);
+    in[1] = th_tensor(ONYX_DTYPE_I32, 2, (int64_t[]){3, 2}, ints);
+    CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_UNSUPPORTED);
+    CHECK_MSG(err.msg, "input A has type int32, expected float32");
+    th_node_free(n);
+    n = th_node_new("Gemm", 13, 2, 1);
+    in[0] = th_f32(2, (int64_t[]){2, 3}, big);
+    in[1] = th_tensor(ONYX_DTYPE_F64, 2, (int64_t[]){3, 2}, big);
+    CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_SHAPE);
+    CHECK_MSG(err.msg, "input B has type float64, expected float32");
+    th_node_free(n);
+
+    /* Attribute of the wrong type. */
+    n = th_node_new("Gemm", 13, 2, 1);
+    th_attr_raw(n, "alpha", ONYX_ATTR_INT);
+    in[1] = th_f32(2, (int64_t[]){3, 2}, big);
+    CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_INVALID_MODEL);
+    CHECK_MSG(err.msg, "(Gemm, opset 13)");
+    CHECK_MSG(err.msg, "attribute alpha has type int, expected float");
+    th_node_free(n);
+    n = th_node_new("Gemm", 13, 2, 1);
+    th_attr_float(n, "transA", 1.0f);
+    CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_INVALID_MODEL);
+    CHECK_MSG(err.msg, "attribute transA has type float, expected int");
+    th_node_free(n);
+
+    /* Before opset 11, C is required. */
+    n = th_node_new("Gemm", 9, 2, 1);
+    CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_INVALID_MODEL);
+    CHECK_MSG(err.msg, "(Gemm, opset 9): has 2 inputs, expected 3");
+    th_node_free(n);
+}
+
+static void test_gemm_op_infer(void)
+{
+    onyx_error err = {0};
+    onyx_tensor out[1];
+    /* Unknown batch dim at load time. */
+    th_node *n = th_node_new("Gemm", 13, 3, 1);
+    th_attr_int(n, "transB", 1);
+    onyx_tensor in[3] = {th_f32(2, (int64_t[]){-1, 128}, NULL),
+                         th_f32(2, (int64_t[]){10, 128}, NULL), th_f32(1, (int64_t[]){10}, NULL)};
+    CHECK_OK(th_infer(n, in, out, &err), err.msg);
+    CHECK(out[0].dtype == ONYX_DTYPE_F32 && out[0].rank == 2);
+    CHECK(out[0].dims[0] == -1 && out[0].dims[1] == 10);
+    th_node_free(n);
+    /* Unknown ranks: Y is still 2-D. */
+    n = th_node_new("Gemm", 13, 2, 1);
+    onyx_tensor u[2] = {th_f32(0, NULL, NULL), th_f32(2, (int64_t[]){-1, 7}, NULL)};
+    u[0].rank = -1;
+    CHECK_OK(th_infer(n, u, out, &err), err.msg);
+    CHECK(out[0].rank == 2 && out[0].dims[0] == -1 && out[0].dims[1] == 7);
+    th_node_free(n);
+    /* ... but a certain mismatch is rejected even at load time. */
+    n = th_node_new("Gemm", 13, 2, 1);
+    onyx_tensor bad[2] = {th_f32(2, (int64_t[]){-1, 128}, NULL),
+                          th_f32(2, (int64_t[]){64, -1}, NULL)};
+    CHECK(th_infer(n, bad, out, &err) == ONYX_ERR_SHAPE);
+    CHECK_MSG(err.msg, "input B has shape [64,?], expected [128,N]");
+    th_node_free(n);
+}
+
+/* ---- MatMul ------------------------------------------------------------------------------- */
+
+/* Y = numpy.matmul(A, B) for A, B of the given shapes, each batch item in double. Both inputs
+ * already padded to rank >= 2; batch broadcast done by explicit index arithmetic. */
+static void matmul_naive(const int64_t *ad, int ar, const float *a, const int64_t *bd, int br,
+                         const float *b, const int64_t *yd, int yr_batch, double *y)
+{
+    int64_t M = ad[ar - 2];
+    int64_t K = ad[ar - 1];
+    int64_t N = bd[br - 1];
+    int64_t total = 1;
+    for (int i = 0; i < yr_batch; i++)
+        total *= yd[i];
+    for (int64_t t = 0; t < total; t++) {
+        /* unravel t over yd, map to a and b batch indices */
+        int64_t rem = t;
+        int64_t ia = 0;
+        int64_t ib = 0;
+        int64_t sa = 1;
+        int64_t sb = 1;
+        for (int i = yr_batch - 1; i >= 0; i--) {
+            int64_t idx = rem % yd[i];
+            rem /= yd[i];
+            int ka = i - (yr_batch - (ar - 2));
+            int kb = i - (yr_batch - (br - 2));
+            if (ka >= 0) {
+                ia += (ad[ka] == 1 ? 0 : idx) * sa;
+                sa *= ad[ka];
+            }
+            if (kb >= 0) {
+                ib += (bd[kb] == 1 ? 0 : idx) * sb;
+                sb *= bd[kb];
+            }
+        }
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) {
+                double s = 0;
+                for (int64_t k = 0; k < K; k++)
+                    s += (double)a[ia * M * K + i * K + k] * b[ib * K * N + k * N + j];
+                y[t * M * N + i * N + j] = s;
+            }
+    }
+}
+
+static void check_matmul(int ar, const int64_t *ad, int br, const int64_t *bd, int yr,
+                         const int64_t *yd)
+{
+    onyx_error err = {0};
+    onyx_tensor out[1];
+    onyx_tensor ta = th_f32(ar, ad, NULL);
+    onyx_tensor tb = th_f32(br, bd, NULL);
+    size_t na = (size_t)onyx_numel(&ta);
+    size_t nb = (size_t)onyx_numel(&tb);
+    float *a = malloc(sizeof(float) * (na + 1));
+    float *b = malloc(sizeof(float) * (nb + 1));
+    fill(a, na);
+    fill(b, nb);
+    ta.data = a;
+    tb.data = b;
+    th_node *n = th_node_new("MatMul", 13, 2, 1);
+    onyx_tensor in[2] = {ta, tb};
+    CHECK_OK(th_run(n, ONYX_MODE_INFER, in, out, &err), err.msg);
+    CHECK(out[0].rank == yr);
+    bool same = out[0].rank == yr;
+    for (int i = 0; same && i < yr; i++)
+        same = out[0].dims[i] == yd[i];
+    CHECK(same);
+    if (same) {
+        /* The reference works on 2-D-promoted shapes. */
+        int64_t pad[ONYX_MAX_RANK];
+        int64_t pbd[ONYX_MAX_RANK];
+        int par = ar;
+        int pbr = br;
+        if (ar == 1) {
+            pad[0] = 1;
+            pad[1] = ad[0];
+            par = 2;
+        } else {
+            memcpy(pad, ad, sizeof(int64_t) * (size_t)ar);
+        }
+        if (br == 1) {
+            pbd[0] = bd[0];
+            pbd[1] = 1;
+            pbr = 2;
+        } else {
+            memcpy(pbd, bd, sizeof(int64_t) * (size_t)br);
+        }
+        int nbat = (par > pbr ? par : pbr) - 2;
+        int64_t ybd[ONYX_MAX_RANK];
+        memcpy(ybd, yd, sizeof(int64_t) * (size_t)nbat);
+        size_t ny = (size_t)onyx_numel(&out[0]);
+        double *want = malloc(sizeof(double) * (ny + 1));
+        matmul_naive(pad, par, a, pbd, pbr, b, ybd, nbat, want);
+        const float *y = out[0].data;
+        int bad = 0;
+        for (size_t i = 0; i < ny; i++)
+            if (fabs(y[i] - want[i]) > 1e-4)
+                bad++;
+        CHECK(bad == 0);
+        free(want);
+    }
+    th_node_free(n);
+    free(a);
+    free(b);
+}
+
+static void test_matmul(void)
+{
+    check_matmul(2, (int64_t[]){3, 4}, 2, (int64_t[]){4, 5}, 2, (int64_t[]){3, 5});
+    check_matmul(1, (int64_t[]){4}, 2, (int64_t[]){4, 5}, 1, (int64_t[]){5});
+    check_matmul(2, (int64_t[]){3, 4}, 1, (int64_t[]){4}, 1, (int64_t[]){3});
+    check_matmul(1, (int64_t[]){4}, 1, (int64_t[]){4}, 0, (int64_t[]){0});
+    check_matmul(3, (int64_t[]){2, 3, 4}, 3, (int64_t[]){2, 4, 3}, 3, (int64_t[]){2, 3, 3});
+    check_matmul(4, (int64_t[]){1, 2, 3, 4}, 4, (int64_t[]){1, 2, 4, 3}, 4,
+                 (int64_t[]){1, 2, 3, 3});
+    /* B without batch: folded into one GEMM. */
+    check_matmul(3, (int64_t[]){5, 7, 33}, 2, (int64_t[]){33, 17}, 3, (int64_t[]){5, 7, 17});
+    /* A without batch, B batched. */
+    check_matmul(2, (int64_t[]){7, 9}, 3, (int64_t[]){4, 9, 2}, 3, (int64_t[]){4, 7, 2});
+    /* 1-D A against batched B; batched A against 1-D B. */
+    check_matmul(1, (int64_t[]){9}, 3, (int64_t[]){4, 9, 2}, 2, (int64_t[]){4, 2});
+    check_matmul(3, (int64_t[]){4, 7, 9}, 1, (int64_t[]){9}, 2, (int64_t[]){4, 7});
+    /* Broadcast batch dims both ways. */
+    check_matmul(4, (int64_t[]){2, 1, 3, 4}, 3, (int64_t[]){5, 4, 6}, 4,
+                 (int64_t[]){2, 5, 3, 6});
+    check_matmul(3, (int64_t[]){1, 3, 4}, 4, (int64_t[]){3, 2, 4, 2}, 4,
+                 (int64_t[]){3, 2, 3, 2});
+    /* Empty dims. */
+    check_matmul(3, (int64_t[]){0, 3, 4}, 3, (int64_t[]){1, 4, 2}, 3, (int64_t[]){0, 3, 2});
+    check_matmul(2, (int64_t[]){3, 0}, 2, (int64_t[]){0, 2}, 2, (int64_t[]){3, 2});
+    /* Large enough for several GEMM blocks. */
+    check_matmul(3, (int64_t[]){2, 70, 150}, 3, (int64_t[]){2, 150, 130}, 3,
+                 (int64_t[]){2, 70, 130});
+
+    /* K == 0 gives zeros. */
+    {
+        onyx_error err = {0};
+        onyx_tensor out[1];
+        th_node *n = th_node_new("MatMul", 13, 2, 1);
+        onyx_tensor in[2] = {th_f32(2, (int64_t[]){2, 0}, NULL),
+                             th_f32(2, (int64_t[]){0, 3}, NULL)};
+        CHECK_OK(th_run(n, ONYX_MODE_INFER, in, out, &err), err.msg);
+        const float *y = out[0].data;
+        for (int i = 0; i < 6; i++)
+            CHECK(y[i] == 0.0f);
+        th_node_free(n);
+    }
+
+    /* float64 through the generic path, with batch broadcasting. */
+    {
+        onyx_error err = {0};
+        onyx_tensor out[1];
+        const double a[4] = {1, 2, 3, 4};             /* [1,2,2]: [1 2; 3 4] */
+        const double b[8] = {1, 0, 0, 1, 2, 0, 0, 2}; /* [2,2,2]: I, 2I */
+        th_node *n = th_node_new("MatMul", 9, 2, 1);
+        onyx_tensor in[2] = {th_tensor(ONYX_DTYPE_F64, 3, (int64_t[]){1, 2, 2}, a),
+                             th_tensor(ONYX_DTYPE_F64, 3, (int64_t[]){2, 2, 2}, b)};
+        CHECK_OK(th_run(n, ONYX_MODE_INFER, in, out, &err), err.msg);
+        const double *y = out[0].data;
+        const double want[8] = {1, 2, 3, 4, 2, 4, 6, 8};
+        CHECK(out[0].dtype == ONYX_DTYPE_F64 && out[0].rank == 3 && out[0].dims[0] == 2);
+        for (int i = 0; i < 8; i++)
+            CHECK_NEAR(y[i], want[i]);
+        th_node_free(n);
+    }
+}
+
+static void test_matmul_errors_infer(void)
+{
+    onyx_error err = {0};
+    onyx_tensor out[1];
+    th_node *n = th_node_new("MatMul", 13, 2, 1);
+    onyx_tensor in[2] = {th_f32(3, (int64_t[]){2, 3, 4}, NULL), th_f32(2, (int64_t[]){5, 6}, NULL)};
+    CHECK(th_infer(n, in, out, &err) == ONYX_ERR_SHAPE);
+    CHECK_MSG(err.msg, "(MatMul, opset 13)");
+    CHECK_MSG(err.msg, "inputs A [2,3,4] and B [5,6] do not match: A has 4 columns, B has 5 rows");
+    th_node_free(n);
+
+    n = th_node_new("MatMul", 13, 2, 1);
+    in[0] = th_f32(3, (int64_t[]){2, 3, 4}, NULL);
+    in[1] = th_f32(3, (int64_t[]){3, 4, 5}, NULL);
+    CHECK(th_infer(n, in, out, &err) == ONYX_ERR_SHAPE);
+    CHECK_MSG(err.msg, "batch dimensions of A [2,3,4] and B [3,4,5] cannot be broadcast");
+    th_node_free(n);
+
+    n = th_node_new("MatMul", 13, 2, 1);
+    in[0] = th_f32(0, NULL, NULL);
+    in[1] = th_f32(1, (int64_t[]){3}, NULL);
+    CHECK(th_infer(n, in, out, &err) == ONYX_ERR_SHAPE);
+    CHECK_MSG(err.msg, "input A is a scalar, expected rank >= 1");
+    th_node_free(n);
+
+    n = th_node_new("MatMul", 13, 2, 1);
+    in[0] = th_tensor(ONYX_DTYPE_I64, 2, (int64_t[]){2, 3}, NULL);
+    in[1] = th_tensor(ONYX_DTYPE_I64, 2, (int64_t[]){3, 2}, NULL);
+    CHECK(th_infer(n, in, out, &err) == ONYX_ERR_UNSUPPORTED);
+    CHECK_MSG(err.msg, "input A has type int64");
+    th_node_free(n);
+
+    n = th_node_new("MatMul", 13, 3, 1);
+    onyx_tensor three[3] = {th_f32(2, (int64_t[]){2, 3}, NULL), th_f32(2, (int64_t[]){3, 2}, NULL),
+                            th_f32(2, (int64_t[]){3, 2}, NULL)};
+    CHECK(th_infer(n, three, out, &err) == ONYX_ERR_INVALID_MODEL);
+    CHECK_MSG(err.msg, "has 3 inputs, expected 2");
+    th_node_free(n);
+
+    /* Load time: unknown batch and sequence dims. */
+    n = th_node_new("MatMul", 13, 2, 1);
+    in[0] = th_f32(3, (int64_t[]){-1, -1, 64}, NULL);
+    in[1] = th_f32(2, (int64_t[]){64, 32}, NULL);
+    CHECK_OK(th_infer(n, in, out, &err), err.msg);
+    CHECK(out[0].rank == 3 && out[0].dims[0] == -1 && out[0].dims[1] == -1 &&
+          out[0].dims[2] == 32);
+    th_node_free(n);
+    n = th_node_new("MatMul", 13, 2, 1);
+    in[0] = th_f32(4, (int64_t[]){-1, 1, 3, 4}, NULL);
+    in[1] = th_f32(4, (int64_t[]){1, 8, 4, 5}, NULL);
+    CHECK_OK(th_infer(n, in, out, &err), err.msg);
+    CHECK(out[0].rank == 4 && out[0].dims[0] == -1 && out[0].dims[1] == 8 &&
+          out[0].dims[2] == 3 && out[0].dims[3] == 5);
+    th_node_free(n);
+    n = th_node_new("MatMul", 13, 2, 1);
+    in[0] = th_f32(2, (int64_t[]){3, 4}, NULL);
+    in[0].rank = -1;
+    in[1] = th_f32(2, (int64_t[]){4, 5}, NULL);
+    CHECK_OK(th_infer(n, in, out, &err), err.msg);
+    CHECK(out[0].rank == -1 && out[0].dtype == ONYX_DTYPE_F32);
+    th_node_free(n);
+}
+
+int main(void)
+{
+    test_gemm_edges();
+    test_gemm_fast_vs_ref();
+    test_gemm_op_basic();
+    test_gemm_op_f64();
+    test_gemm_op_errors();
+    test_gemm_op_infer();
+    test_matmul();
+    test_matmul_errors_infer();
+    return check_report();
+}

@@ -11,6 +11,7 @@
 #include "onyx.h"
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -293,5 +294,12 @@ void onyx_broadcast_copy(const onyx_tensor *src, onyx_tensor *dst);
  * names the source in messages (a file path). */
 onyx_status onyx_tensor_decode_pb(const void *buf, size_t len, const char *what, onyx_tensor *t,
                                   char **name, onyx_error *err);
+
+/* ---- files (runtime/tensor_io.c) --------------------------------------------------------- */
+
+/* Writes path through a temporary file in the same folder: write(f, ctx) fills it, then it is
+ * flushed, fsync'd and renamed over path, so a failure never leaves half a file. */
+onyx_status onyx_write_file_atomic(const char *path, bool (*write)(FILE *f, void *ctx), void *ctx,
+                                   onyx_error *err);
 
 #endif /* ONYX_INTERNAL_H */

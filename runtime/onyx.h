@@ -189,7 +189,8 @@ ONYX_API ONYX_NODISCARD onyx_status onyx_model_output(const onyx_model *m, size_
 ONYX_API size_t onyx_model_node_count(const onyx_model *m);
 ONYX_API ONYX_NODISCARD onyx_status onyx_model_node(const onyx_model *m, size_t i,
                                                     onyx_node_info *info);
-/* Number of initializers, and the total number of elements of the floating-point ones. */
+/* Number of initializers, and the number of parameters: the elements of the floating-point
+ * initializers of rank >= 1 (scalars such as Dropout's ratio are hyper-parameters). */
 ONYX_API size_t onyx_model_initializer_count(const onyx_model *m);
 ONYX_API int64_t onyx_model_param_count(const onyx_model *m);
 
@@ -245,14 +246,23 @@ ONYX_API const char *onyx_session_errmsg(const onyx_session *s);
 /* ---- tensor files ------------------------------------------------------------------------- */
 
 /*
- * Reads a tensor from an ONNX TensorProto file (.pb) or a numpy file (.npy, format v1/v2/v3,
- * little-endian, C order); the format is chosen by the file's content, not its name.
+ * Reads a tensor from an ONNX TensorProto file (.pb), a numpy file (.npy, format v1/v2/v3,
+ * little-endian, C order) or, for a name ending in .csv, a CSV file (see onyx_tensor_read_csv);
+ * .npy and .pb are told apart by content.
  * On success t->data is a new malloc'd buffer that the caller frees with onyx_tensor_free(), and
  * *name (if name is not NULL) is a malloc'd copy of the tensor's name (NULL for .npy) that the
  * caller frees with free(). On failure nothing needs freeing.
  */
 ONYX_API ONYX_NODISCARD onyx_status onyx_tensor_read_file(const char *path, onyx_tensor *t,
                                                           char **name, onyx_error *err);
+/*
+ * Reads a CSV file of numbers as a float32 tensor [rows, columns]: comma-separated, one row a
+ * line, blank lines skipped, an optional header line (a first line with a field that is not a
+ * number). A field that is not a finite number, or a row with a different number of fields, is
+ * an error naming the file, line and field. Ownership as for onyx_tensor_read_file.
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_tensor_read_csv(const char *path, onyx_tensor *t,
+                                                         onyx_error *err);
 /* Writes t as .npy (v1 header, little-endian, C order). */
 ONYX_API ONYX_NODISCARD onyx_status onyx_tensor_write_npy(const char *path, const onyx_tensor *t,
                                                           onyx_error *err);

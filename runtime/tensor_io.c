@@ -18,8 +18,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Declared here (not in internal.h, which this file does not own): also used by model_write.c. */
-
 static const char NPY_MAGIC[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
 
 /* ---- reading whole files ------------------------------------------------------------------ */
@@ -386,6 +384,149 @@ static onyx_status read_npy(const char *path, unsigned char *buf, size_t size, o
     return ONYX_OK;
 }
 
+/* ---- CSV -------------------------------------------------------------------------------------- */
+
+/* Splits off the next field of a line: [p, end) trimmed of blanks. */
+static const char *trim_field(const char *p, const char *end, const char **fend)
+{
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    const char *e = end;
+    while (e > p && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+        e--;
+    *fend = e;
+    return p;
+}
+
+/* Parses [p, e) as a finite number. */
+static bool csv_number(const char *p, const char *e, float *out)
+{
+    char tmp[64];
+    size_t n = (size_t)(e - p);
+    if (n == 0 || n >= sizeof tmp)
+        return false;
+    memcpy(tmp, p, n);
+    tmp[n] = '\0';
+    char *endp;
+    errno = 0;
+    double v = strtod(tmp, &endp);
+    if (*endp != '\0' || errno == ERANGE || !(v == v) || v > 3.4028234663852886e38 ||
+        v < -3.4028234663852886e38)
+        return false;
+    *out = (float)v;
+    return true;
+}
+
+/* One pass over the text: counts (rows, cols) or, with data != NULL, fills data. The first line
+ * is a header when one of its fields is not a number. */
+static onyx_status csv_pass(const char *path, const char *text, size_t size, int64_t *rows,
+                            int64_t *cols, float *data, onyx_error *err)
+{
+    const char *p = text;
+    const char *end = text + size;
+    int64_t row = 0;
+    int64_t ncols = -1;
+    size_t line_no = 0;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (eol == NULL)
+            eol = end;
+        line_no++;
+        const char *fe;
+        const char *first = trim_field(p, eol, &fe);
+        if (first == fe) { /* blank line */
+            p = eol + 1;
+            continue;
+        }
+        /* count fields and check they are numbers */
+        int64_t nf = 0;
+        bool numeric = true;
+        const char *bad = NULL;
+        const char *bad_end = NULL;
+        for (const char *q = p;;) {
+            const char *comma = memchr(q, ',', (size_t)(eol - q));
+            const char *fend_raw = comma ? comma : eol;
+            const char *f_end;
+            const char *f = trim_field(q, fend_raw, &f_end);
+            float v;
+            if (!csv_number(f, f_end, &v)) {
+                if (numeric)
+                    bad = f, bad_end = f_end;
+                numeric = false;
+            } else if (data != NULL && nf < *cols) {
+                data[row * *cols + nf] = v; /* the counting pass checked every row */
+            }
+            nf++;
+            if (comma == NULL)
+                break;
+            q = comma + 1;
+        }
+        if (!numeric) {
+            if (row == 0 && ncols < 0 && line_no == 1) { /* a header line */
+                p = eol + 1;
+                continue;
+            }
+            int len = (int)(bad_end - bad);
+            return onyx_err(err, ONYX_ERR_INVALID_ARG,
+                            "%s:%zu: field \"%.*s\" is not a finite number", path, line_no,
+                            len > 40 ? 40 : len, bad);
+        }
+        if (ncols < 0)
+            ncols = nf;
+        else if (nf != ncols)
+            return onyx_err(err, ONYX_ERR_INVALID_ARG, "%s:%zu: %lld fields, expected %lld",
+                            path, line_no, (long long)nf, (long long)ncols);
+        row++;
+        p = eol + 1;
+    }
+    if (row == 0)
+        return onyx_err(err, ONYX_ERR_INVALID_ARG, "%s: no rows of numbers", path);
+    *rows = row;
+    *cols = ncols;
+    return ONYX_OK;
+}
+
+onyx_status onyx_tensor_read_csv(const char *path, onyx_tensor *t, onyx_error *err)
+{
+    if (t == NULL || path == NULL)
+        return onyx_err(err, ONYX_ERR_INVALID_ARG, "onyx_tensor_read_csv: %s is NULL",
+                        t == NULL ? "t" : "path");
+    memset(t, 0, sizeof(*t));
+    unsigned char *buf;
+    size_t size;
+    onyx_status st = read_whole_file(path, &buf, &size, err);
+    if (st != ONYX_OK)
+        return st;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    st = csv_pass(path, (const char *)buf, size, &rows, &cols, NULL, err);
+    float *data = NULL;
+    if (st == ONYX_OK) {
+        data = onyx_calloc((size_t)rows * (size_t)cols + 1, sizeof(float));
+        if (data == NULL)
+            st = onyx_err(err, ONYX_ERR_NOMEM, "%s: out of memory", path);
+    }
+    if (st == ONYX_OK)
+        st = csv_pass(path, (const char *)buf, size, &rows, &cols, data, err);
+    free(buf);
+    if (st != ONYX_OK) {
+        free(data);
+        return st;
+    }
+    t->dtype = ONYX_DTYPE_F32;
+    t->rank = 2;
+    t->dims[0] = rows;
+    t->dims[1] = cols;
+    t->data = data;
+    return ONYX_OK;
+}
+
+static bool ends_with_csv(const char *path)
+{
+    size_t n = strlen(path);
+    return n >= 4 && (strcmp(path + n - 4, ".csv") == 0 || strcmp(path + n - 4, ".CSV") == 0);
+}
+
 onyx_status onyx_tensor_read_file(const char *path, onyx_tensor *t, char **name, onyx_error *err)
 {
     if (name != NULL)
@@ -394,6 +535,8 @@ onyx_status onyx_tensor_read_file(const char *path, onyx_tensor *t, char **name,
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "onyx_tensor_read_file: %s is NULL",
                         t == NULL ? "t" : "path");
     memset(t, 0, sizeof(*t));
+    if (ends_with_csv(path))
+        return onyx_tensor_read_csv(path, t, err);
 
     unsigned char *buf;
     size_t size;

@@ -444,6 +444,43 @@ static void test_write_errors(void)
     CHECK(leftovers == 0);
 }
 
+static void test_csv(void)
+{
+    const char *p = path_of("a.csv");
+    const char *good = "x1, x2,x3\n1,2.5,-3\n\n4 , 5e-1,6\r\n7,8,9";
+    write_bytes(p, good, strlen(good));
+    onyx_tensor t;
+    onyx_error err;
+    CHECK_OK(onyx_tensor_read_file(p, &t, NULL, &err), err.msg);
+    CHECK(t.dtype == ONYX_DTYPE_F32 && t.rank == 2 && t.dims[0] == 3 && t.dims[1] == 3);
+    if (t.data) {
+        const float *v = t.data;
+        const float want[9] = {1, 2.5f, -3, 4, 0.5f, 6, 7, 8, 9};
+        for (int i = 0; i < 9; i++)
+            CHECK_NEAR(v[i], want[i]);
+    }
+    onyx_tensor_free(&t);
+
+    struct {
+        const char *text;
+        const char *msg;
+    } bad[] = {
+        {"1,2\n3,x\n", "a.csv:2: field \"x\" is not a finite number"},
+        {"1,2\n3\n", "a.csv:2: 1 fields, expected 2"},
+        {"1,2\n3,nan\n", "a.csv:2: field \"nan\" is not a finite number"},
+        {"1,2\n3,1e99\n", "a.csv:2: field \"1e99\" is not a finite number"},
+        {"1,2\n3,,4\n", "a.csv:2: field \"\" is not a finite number"},
+        {"a,b\n", "a.csv: no rows of numbers"},
+        {"", "a.csv: no rows of numbers"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_bytes(p, bad[i].text, strlen(bad[i].text));
+        CHECK(onyx_tensor_read_csv(p, &t, &err) == ONYX_ERR_INVALID_ARG);
+        CHECK(t.data == NULL);
+        CHECK_MSG(err.msg, bad[i].msg);
+    }
+}
+
 static void remove_dir(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -475,6 +512,7 @@ int main(void)
     test_round_trips();
     test_write_matches_numpy();
     test_write_errors();
+    test_csv();
     remove_dir(g_dir);
     return check_report();
 }

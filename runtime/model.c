@@ -1452,7 +1452,9 @@ int64_t onyx_model_param_count(const onyx_model *m)
     int64_t total = 0;
     for (int i = 0; i < m->n_values; i++) {
         const onyx_value *v = &m->values[i];
-        if (v->kind == ONYX_VALUE_INITIALIZER && onyx_dtype_is_float(v->info.dtype))
+        /* rank-0 initializers are hyper-parameters (Dropout's ratio, Clip's bounds) */
+        if (v->kind == ONYX_VALUE_INITIALIZER && onyx_dtype_is_float(v->info.dtype) &&
+            v->info.rank > 0)
             total += onyx_numel(&v->info);
     }
     return total;

@@ -88,7 +88,8 @@ static bytes wrap(const uint8_t *prefix, size_t np, uint32_t field, bytes inner)
     bytes r;
     r.n = np + nh + inner.n;
     r.p = malloc(r.n);
-    memcpy(r.p, prefix, np);
+    if (np)
+        memcpy(r.p, prefix, np);
     memcpy(r.p + np, hdr, nh);
     memcpy(r.p + np + nh, inner.p, inner.n);
     free(inner.p);

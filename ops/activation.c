@@ -15,56 +15,7 @@
 
 #include <float.h>
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-
-/* ---- dtype sets --------------------------------------------------------------------------- */
-
-#define DT(d)    (1u << (unsigned)(d))
-#define DT_FLOAT (DT(ONYX_DTYPE_F16) | DT(ONYX_DTYPE_F32) | DT(ONYX_DTYPE_F64))
-#define DT_BF16  DT(ONYX_DTYPE_BF16)
-#define DT_SINT  (DT(ONYX_DTYPE_I8) | DT(ONYX_DTYPE_I16) | DT(ONYX_DTYPE_I32) | DT(ONYX_DTYPE_I64))
-#define DT_UINT  (DT(ONYX_DTYPE_U8) | DT(ONYX_DTYPE_U16) | DT(ONYX_DTYPE_U32) | DT(ONYX_DTYPE_U64))
-#define DT_INT   (DT_SINT | DT_UINT)
-
-static bool dtype_in(onyx_dtype dt, unsigned mask)
-{
-    return (unsigned)dt < 32 && (mask & DT(dt)) != 0;
-}
-
-/* The names of the dtypes in mask, "float16, float32, float64", into buf. */
-static const char *mask_str(unsigned mask, char *buf, size_t size)
-{
-    static const onyx_dtype order[] = {
-        ONYX_DTYPE_U8,  ONYX_DTYPE_U16, ONYX_DTYPE_U32,  ONYX_DTYPE_U64, ONYX_DTYPE_I8,
-        ONYX_DTYPE_I16, ONYX_DTYPE_I32, ONYX_DTYPE_I64,  ONYX_DTYPE_F16, ONYX_DTYPE_BF16,
-        ONYX_DTYPE_F32, ONYX_DTYPE_F64, ONYX_DTYPE_BOOL,
-    };
-    size_t used = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
-        if (!(mask & DT(order[i])))
-            continue;
-        int k =
-            snprintf(buf + used, size - used, "%s%s", used ? ", " : "", onyx_dtype_name(order[i]));
-        if (k < 0 || (size_t)k >= size - used)
-            break;
-        used += (size_t)k;
-    }
-    return buf;
-}
-
-/* Input `what` must have a dtype in mask. UNDEFINED means "not known yet" (load time). */
-static onyx_status check_dtype(const onyx_node *n, const char *what, onyx_dtype dt, unsigned mask,
-                               onyx_error *err)
-{
-    if (dt == ONYX_DTYPE_UNDEFINED || dtype_in(dt, mask))
-        return ONYX_OK;
-    char list[192];
-    return onyx_node_err(err, n, ONYX_ERR_SHAPE, "input %s has dtype %s, expected one of: %s", what,
-                         onyx_dtype_name(dt), mask_str(mask, list, sizeof list));
-}
 
 /* Output 0 = input 0's dtype and shape. */
 static void same_as_input(const onyx_tensor *in, onyx_tensor *out)
@@ -272,12 +223,7 @@ static onyx_status act_init(onyx_node *n, onyx_error *err)
                                  "attribute approximate is \"%s\", expected \"none\" or \"tanh\"",
                                  approx);
     }
-    act *p = malloc(sizeof(*p));
-    if (p == NULL)
-        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
-    *p = a;
-    n->priv = p;
-    return ONYX_OK;
+    return onyx_node_set_priv(n, &a, sizeof(a), err);
 }
 
 static onyx_status act_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
@@ -285,12 +231,12 @@ static onyx_status act_infer(const onyx_node *n, const onyx_tensor *in, onyx_ten
 {
     const act *p = n->priv;
     const struct act_def *d = &act_defs[p->op];
-    unsigned mask = p->op == ACT_CELU ? DT(ONYX_DTYPE_F32) : DT_FLOAT;
+    unsigned mask = p->op == ACT_CELU ? ONYX_DT(ONYX_DTYPE_F32) : ONYX_DT_FLOAT;
     if (d->bf16_since != 0 && n->opset >= d->bf16_since)
-        mask |= DT_BF16;
+        mask |= ONYX_DT_BF16;
     if (p->op == ACT_RELU && n->opset >= 14)
-        mask |= DT_SINT;
-    onyx_status st = check_dtype(n, "X", in[0].dtype, mask, err);
+        mask |= ONYX_DT_SINT;
+    onyx_status st = onyx_node_check_dtype(n, "X", in[0].dtype, mask, err);
     if (st != ONYX_OK)
         return st;
     same_as_input(in, out);
@@ -352,14 +298,7 @@ static onyx_status prelu_slope_view(const onyx_node *n, const onyx_tensor *x,
             return ONYX_OK;
         }
     }
-    bool fits = slope->rank <= x->rank;
-    for (int i = 0; fits && i < slope->rank; i++) {
-        int64_t ds = slope->dims[i];
-        int64_t dx = x->dims[x->rank - slope->rank + i];
-        if (ds >= 0 && dx >= 0 && ds != 1 && ds != dx)
-            fits = false;
-    }
-    if (fits)
+    if (onyx_broadcast_fits(slope, x))
         return ONYX_OK;
     char ss[96];
     char sx[96];
@@ -376,22 +315,21 @@ static onyx_status prelu_init(onyx_node *n, onyx_error *err)
 static onyx_status prelu_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
                                onyx_error *err)
 {
-    unsigned mask = DT_FLOAT;
+    unsigned mask = ONYX_DT_FLOAT;
     if (n->opset >= 9)
-        mask |= DT(ONYX_DTYPE_I32) | DT(ONYX_DTYPE_I64) | DT(ONYX_DTYPE_U32) | DT(ONYX_DTYPE_U64);
+        mask |= ONYX_DT(ONYX_DTYPE_I32) | ONYX_DT(ONYX_DTYPE_I64) | ONYX_DT(ONYX_DTYPE_U32) |
+                ONYX_DT(ONYX_DTYPE_U64);
     if (n->opset >= 16)
-        mask |= DT_BF16;
-    onyx_status st = check_dtype(n, "X", in[0].dtype, mask, err);
+        mask |= ONYX_DT_BF16;
+    onyx_status st = onyx_node_check_dtype(n, "X", in[0].dtype, mask, err);
     if (st == ONYX_OK)
-        st = check_dtype(n, "slope", in[1].dtype, mask, err);
+        st = onyx_node_check_dtype(n, "slope", in[1].dtype, mask, err);
     if (st != ONYX_OK)
         return st;
-    if (in[0].dtype != in[1].dtype && in[0].dtype != ONYX_DTYPE_UNDEFINED &&
-        in[1].dtype != ONYX_DTYPE_UNDEFINED)
-        return onyx_node_err(err, n, ONYX_ERR_SHAPE,
-                             "inputs X and slope have different dtypes (%s vs %s), expected the "
-                             "same",
-                             onyx_dtype_name(in[0].dtype), onyx_dtype_name(in[1].dtype));
+    if (st == ONYX_OK)
+        st = onyx_node_check_same_dtype(n, "slope", in[1].dtype, "X", in[0].dtype, err);
+    if (st != ONYX_OK)
+        return st;
     onyx_tensor view;
     st = prelu_slope_view(n, &in[0], &in[1], &view, err);
     if (st != ONYX_OK)
@@ -421,44 +359,6 @@ static void prelu_f32_s(int64_t n, const float *restrict x, const float *restric
     }
 }
 
-/*
- * The rows of X (= Y's shape, contiguous) and the slope's offset for each: X's size-1 dims
- * dropped and neighbours merged where the slope is contiguous across them, so the inner row has
- * slope stride 1 or 0 and an odometer walks the outer dims. (ops/elementwise.c plans its
- * two-source broadcasts the same way.)
- */
-typedef struct slope_walk {
-    int rank; /* >= 1 */
-    int64_t dims[ONYX_MAX_RANK];
-    int64_t st[ONYX_MAX_RANK];
-} slope_walk;
-
-static void slope_walk_init(slope_walk *w, const onyx_tensor *x, const onyx_tensor *slope)
-{
-    int64_t st[ONYX_MAX_RANK];
-    onyx_broadcast_strides(slope, x, st);
-    w->rank = 0;
-    for (int i = 0; i < x->rank; i++) {
-        int64_t d = x->dims[i];
-        if (d == 1)
-            continue;
-        int r = w->rank;
-        if (r > 0 && w->st[r - 1] == st[i] * d) {
-            w->dims[r - 1] *= d;
-            w->st[r - 1] = st[i];
-            continue;
-        }
-        w->dims[r] = d;
-        w->st[r] = st[i];
-        w->rank++;
-    }
-    if (w->rank == 0) {
-        w->rank = 1;
-        w->dims[0] = 1;
-        w->st[0] = 0;
-    }
-}
-
 /* X: (d0, ..., dk); slope: broadcastable to X (see prelu_slope_view); Y: X's shape;
  * Y = X < 0 ? slope X : X (ONNX PRelu-16). */
 static void prelu_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
@@ -471,19 +371,21 @@ static void prelu_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor 
         return;
     onyx_tensor slope;
     (void)prelu_slope_view(n, x, &in[1], &slope, NULL); /* checked by infer */
-    slope_walk w;
-    slope_walk_init(&w, x, &slope);
+    /* X's rows (X is contiguous, with Y's shape) and the slope's offset off[0] for each */
+    onyx_broadcast_walk w;
+    onyx_broadcast_walk_init(&w, x, &slope, NULL);
     onyx_dtype dt = x->dtype;
     int64_t inner = w.dims[w.rank - 1];
-    int64_t s_inner = w.st[w.rank - 1];
+    int64_t s_inner = w.st[0][w.rank - 1];
     int64_t rows = numel / inner;
     int64_t idx[ONYX_MAX_RANK] = {0};
-    int64_t off = 0; /* slope offset of the current row */
+    int64_t off[2] = {0, 0};
     for (int64_t r = 0; r < rows; r++) {
-        int64_t o = r * inner;
+        int64_t o = r * inner; /* of X and Y */
+        int64_t so = off[0];   /* of the slope */
         if (dt == ONYX_DTYPE_F32) {
             const float *xf = (const float *)x->data + o;
-            const float *sf = (const float *)slope.data + off;
+            const float *sf = (const float *)slope.data + so;
             float *yf = (float *)out[0].data + o;
             if (s_inner != 0)
                 prelu_f32_v(inner, xf, sf, yf);
@@ -494,7 +396,7 @@ static void prelu_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor 
             for (int64_t j = 0; j < inner; j++) {
                 int64_t v = onyx_load_i64(dt, x->data, o + j);
                 if (is_signed && v < 0)
-                    v = (int64_t)((uint64_t)onyx_load_i64(dt, slope.data, off + j * s_inner) *
+                    v = (int64_t)((uint64_t)onyx_load_i64(dt, slope.data, so + j * s_inner) *
                                   (uint64_t)v);
                 onyx_store_i64(dt, out[0].data, o + j, v);
             }
@@ -502,17 +404,11 @@ static void prelu_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor 
             for (int64_t j = 0; j < inner; j++) {
                 double v = onyx_load_f64(dt, x->data, o + j);
                 if (v < 0.0)
-                    v *= onyx_load_f64(dt, slope.data, off + j * s_inner);
+                    v *= onyx_load_f64(dt, slope.data, so + j * s_inner);
                 onyx_store_f64(dt, out[0].data, o + j, v);
             }
         }
-        for (int k = w.rank - 2; k >= 0; k--) { /* next row */
-            off += w.st[k];
-            if (++idx[k] < w.dims[k])
-                break;
-            off -= w.st[k] * w.dims[k];
-            idx[k] = 0;
-        }
+        onyx_broadcast_walk_next(&w, idx, off);
     }
 }
 
@@ -543,23 +439,18 @@ static onyx_status clip_init(onyx_node *n, onyx_error *err)
         st = onyx_attr_float(n, "max", FLT_MAX, &c.max, err);
     if (st != ONYX_OK)
         return st;
-    clip *p = malloc(sizeof(*p));
-    if (p == NULL)
-        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
-    *p = c;
-    n->priv = p;
-    return ONYX_OK;
+    return onyx_node_set_priv(n, &c, sizeof(c), err);
 }
 
 static onyx_status clip_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
                               onyx_error *err)
 {
-    unsigned mask = DT_FLOAT;
+    unsigned mask = ONYX_DT_FLOAT;
     if (n->opset >= 12)
-        mask |= DT_INT;
+        mask |= ONYX_DT_INT;
     if (n->opset >= 13)
-        mask |= DT_BF16;
-    onyx_status st = check_dtype(n, "input", in[0].dtype, mask, err);
+        mask |= ONYX_DT_BF16;
+    onyx_status st = onyx_node_check_dtype(n, "input", in[0].dtype, mask, err);
     if (st != ONYX_OK)
         return st;
     static const char *const names[3] = {"input", "min", "max"};
@@ -567,11 +458,9 @@ static onyx_status clip_infer(const onyx_node *n, const onyx_tensor *in, onyx_te
         if (!onyx_node_has_in(n, i))
             continue;
         const onyx_tensor *b = &in[i];
-        if (b->dtype != in[0].dtype && b->dtype != ONYX_DTYPE_UNDEFINED &&
-            in[0].dtype != ONYX_DTYPE_UNDEFINED)
-            return onyx_node_err(err, n, ONYX_ERR_SHAPE,
-                                 "input %s has dtype %s, expected %s like input", names[i],
-                                 onyx_dtype_name(b->dtype), onyx_dtype_name(in[0].dtype));
+        st = onyx_node_check_same_dtype(n, names[i], b->dtype, "input", in[0].dtype, err);
+        if (st != ONYX_OK)
+            return st;
         if (onyx_shape_known(b) && onyx_numel(b) != 1) {
             char sb[96];
             return onyx_node_err(err, n, ONYX_ERR_SHAPE, "input %s has shape %s, expected a scalar",

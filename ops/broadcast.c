@@ -1,4 +1,5 @@
-/* broadcast.c — numpy broadcasting: the output shape, per-input strides, and a strided copy. */
+/* broadcast.c — numpy broadcasting: the output shape, per-input strides, a strided copy, and the
+ * row-by-row walk that elementwise kernels use (see internal.h). */
 #include "internal.h"
 
 #include <string.h>
@@ -94,5 +95,69 @@ void onyx_broadcast_copy(const onyx_tensor *src, onyx_tensor *dst)
             off -= st[k] * idx[k];
             idx[k] = 0;
         }
+    }
+}
+
+bool onyx_broadcast_fits(const onyx_tensor *src, const onyx_tensor *dst)
+{
+    if (src->rank > dst->rank)
+        return false;
+    for (int i = 0; i < src->rank; i++) {
+        int64_t ds = src->dims[i];
+        int64_t dd = dst->dims[dst->rank - src->rank + i];
+        if (ds >= 0 && dd >= 0 && ds != 1 && ds != dd)
+            return false;
+    }
+    return true;
+}
+
+void onyx_broadcast_walk_init(onyx_broadcast_walk *w, const onyx_tensor *out, const onyx_tensor *a,
+                              const onyx_tensor *b)
+{
+    const onyx_tensor *src[2] = {a, b};
+    int64_t st[2][ONYX_MAX_RANK];
+    for (int s = 0; s < 2; s++) {
+        if (src[s] != NULL)
+            onyx_broadcast_strides(src[s], out, st[s]);
+        else
+            memset(st[s], 0, sizeof(st[s]));
+    }
+    w->rank = 0;
+    for (int i = 0; i < out->rank; i++) {
+        int64_t d = out->dims[i];
+        if (d == 1)
+            continue; /* visits nothing: its stride never matters */
+        int r = w->rank;
+        /* dims r-1 and i merge when every source steps over them as over one dimension */
+        if (r > 0 && w->st[0][r - 1] == st[0][i] * d && w->st[1][r - 1] == st[1][i] * d) {
+            w->dims[r - 1] *= d;
+            w->st[0][r - 1] = st[0][i];
+            w->st[1][r - 1] = st[1][i];
+            continue;
+        }
+        w->dims[r] = d;
+        w->st[0][r] = st[0][i];
+        w->st[1][r] = st[1][i];
+        w->rank++;
+    }
+    if (w->rank == 0) { /* a single element */
+        w->rank = 1;
+        w->dims[0] = 1;
+        w->st[0][0] = 0;
+        w->st[1][0] = 0;
+    }
+}
+
+void onyx_broadcast_walk_next(const onyx_broadcast_walk *w, int64_t idx[ONYX_MAX_RANK],
+                              int64_t off[2])
+{
+    for (int k = w->rank - 2; k >= 0; k--) {
+        off[0] += w->st[0][k];
+        off[1] += w->st[1][k];
+        if (++idx[k] < w->dims[k])
+            return;
+        off[0] -= w->st[0][k] * w->dims[k];
+        off[1] -= w->st[1][k] * w->dims[k];
+        idx[k] = 0;
     }
 }

@@ -11,24 +11,11 @@
  */
 #include "ops.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 typedef struct cast_priv {
     onyx_dtype to;
 } cast_priv;
-
-/* Hands a parsed private struct to the node as a heap copy. Inits parse into a local struct and
- * call this last, so a failed init leaves nothing behind in n->priv. */
-static onyx_status set_priv(onyx_node *n, const void *p, size_t size, onyx_error *err)
-{
-    void *q = malloc(size);
-    if (q == NULL)
-        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
-    memcpy(q, p, size);
-    n->priv = q;
-    return ONYX_OK;
-}
 
 static onyx_status cast_init(onyx_node *n, onyx_error *err)
 {
@@ -55,7 +42,7 @@ static onyx_status cast_init(onyx_node *n, onyx_error *err)
                              "attribute to is %lld, which is not an ONNX data type",
                              (long long)to);
     p->to = (onyx_dtype)to;
-    return set_priv(n, p, sizeof(*p), err);
+    return onyx_node_set_priv(n, p, sizeof(*p), err);
 }
 
 /* input: any shape -> output: the same shape, dtype `to`. */

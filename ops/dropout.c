@@ -20,7 +20,6 @@
  */
 #include "ops.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 typedef struct dropout_priv {
@@ -61,12 +60,7 @@ static onyx_status dropout_init(onyx_node *n, onyx_error *err)
             p.is_test = is_test != 0;
         }
     }
-    dropout_priv *pp = malloc(sizeof(*pp));
-    if (pp == NULL)
-        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
-    *pp = p;
-    n->priv = pp;
-    return ONYX_OK;
+    return onyx_node_set_priv(n, &p, sizeof(p), err);
 }
 
 /* A scalar input: rank 0, or one element. */
@@ -86,11 +80,9 @@ static onyx_status dropout_infer(const onyx_node *n, const onyx_tensor *in, onyx
 {
     const onyx_tensor *x = &in[0];
     char s[96];
-    if (!onyx_dtype_is_float(x->dtype))
-        return onyx_node_err(err, n, ONYX_ERR_UNSUPPORTED,
-                             "input data has type %s, expected float32, float64, float16 or "
-                             "bfloat16",
-                             onyx_dtype_name(x->dtype));
+    onyx_status st = onyx_node_check_float(n, "data", x->dtype, err);
+    if (st != ONYX_OK)
+        return st;
     if (onyx_node_has_in(n, 1)) {
         const onyx_tensor *r = &in[1];
         if (!onyx_dtype_is_float(r->dtype))

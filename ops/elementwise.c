@@ -6,125 +6,15 @@
  * path that computes in double (float types) or int64 (integer types) and converts at the edges
  * with onyx_load_* / onyx_store_*: slower, but one loop for all of them.
  *
- * Broadcasting is planned once per call (struct walk): size-1 dimensions are dropped and
- * neighbouring dimensions merged wherever every source is contiguous across them. What is left
- * is an odometer over the outer dimensions and one contiguous inner row in which each source has
- * stride 1 or 0, so no element pays for index arithmetic. Same-shape operands collapse to a
- * single row, a scalar operand to a stride-0 row, a row broadcast to two dimensions.
+ * Broadcasting goes through onyx_broadcast_walk (ops/broadcast.c), planned once per call: an
+ * odometer over the outer dimensions and one contiguous inner row in which each source has
+ * stride 1 or 0, so no element pays for index arithmetic.
  */
 #include "ops.h"
 
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-
-/* ---- dtype sets --------------------------------------------------------------------------- */
-
-#define DT(d)    (1u << (unsigned)(d))
-#define DT_FLOAT (DT(ONYX_DTYPE_F16) | DT(ONYX_DTYPE_F32) | DT(ONYX_DTYPE_F64))
-#define DT_BF16  DT(ONYX_DTYPE_BF16)
-#define DT_SINT  (DT(ONYX_DTYPE_I8) | DT(ONYX_DTYPE_I16) | DT(ONYX_DTYPE_I32) | DT(ONYX_DTYPE_I64))
-#define DT_UINT  (DT(ONYX_DTYPE_U8) | DT(ONYX_DTYPE_U16) | DT(ONYX_DTYPE_U32) | DT(ONYX_DTYPE_U64))
-#define DT_INT   (DT_SINT | DT_UINT)
-
-static bool dtype_in(onyx_dtype dt, unsigned mask)
-{
-    return (unsigned)dt < 32 && (mask & DT(dt)) != 0;
-}
-
-/* The names of the dtypes in mask, "float16, float32, float64", into buf. */
-static const char *mask_str(unsigned mask, char *buf, size_t size)
-{
-    static const onyx_dtype order[] = {
-        ONYX_DTYPE_U8,  ONYX_DTYPE_U16, ONYX_DTYPE_U32,  ONYX_DTYPE_U64, ONYX_DTYPE_I8,
-        ONYX_DTYPE_I16, ONYX_DTYPE_I32, ONYX_DTYPE_I64,  ONYX_DTYPE_F16, ONYX_DTYPE_BF16,
-        ONYX_DTYPE_F32, ONYX_DTYPE_F64, ONYX_DTYPE_BOOL,
-    };
-    size_t used = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
-        if (!(mask & DT(order[i])))
-            continue;
-        int k =
-            snprintf(buf + used, size - used, "%s%s", used ? ", " : "", onyx_dtype_name(order[i]));
-        if (k < 0 || (size_t)k >= size - used)
-            break;
-        used += (size_t)k;
-    }
-    return buf;
-}
-
-/* Input `what` must have a dtype in mask. UNDEFINED means "not known yet" (load time). */
-static onyx_status check_dtype(const onyx_node *n, const char *what, onyx_dtype dt, unsigned mask,
-                               onyx_error *err)
-{
-    if (dt == ONYX_DTYPE_UNDEFINED || dtype_in(dt, mask))
-        return ONYX_OK;
-    char list[192];
-    return onyx_node_err(err, n, ONYX_ERR_SHAPE, "input %s has dtype %s, expected one of: %s", what,
-                         onyx_dtype_name(dt), mask_str(mask, list, sizeof list));
-}
-
-/* ---- the broadcast walk ------------------------------------------------------------------- */
-
-/* How to visit y = f(a, b) (or y += b when a is NULL) row by row; see the top of the file. */
-typedef struct walk {
-    int rank; /* collapsed rank, >= 1; dims[rank-1] is the contiguous inner row */
-    int64_t dims[ONYX_MAX_RANK];
-    int64_t st[2][ONYX_MAX_RANK]; /* element strides of each source, 0 where broadcast */
-} walk;
-
-/* src[s] (NULL: absent) must broadcast to out; out's dims must be known. */
-static void walk_init(walk *w, const onyx_tensor *out, const onyx_tensor *a, const onyx_tensor *b)
-{
-    const onyx_tensor *src[2] = {a, b};
-    int64_t st[2][ONYX_MAX_RANK];
-    for (int s = 0; s < 2; s++) {
-        if (src[s] != NULL)
-            onyx_broadcast_strides(src[s], out, st[s]);
-        else
-            memset(st[s], 0, sizeof(st[s]));
-    }
-    w->rank = 0;
-    for (int i = 0; i < out->rank; i++) {
-        int64_t d = out->dims[i];
-        if (d == 1)
-            continue; /* visits nothing: its stride never matters */
-        int r = w->rank;
-        /* dims r-1 and i merge when every source steps over them as over one dimension */
-        if (r > 0 && w->st[0][r - 1] == st[0][i] * d && w->st[1][r - 1] == st[1][i] * d) {
-            w->dims[r - 1] *= d;
-            w->st[0][r - 1] = st[0][i];
-            w->st[1][r - 1] = st[1][i];
-            continue;
-        }
-        w->dims[r] = d;
-        w->st[0][r] = st[0][i];
-        w->st[1][r] = st[1][i];
-        w->rank++;
-    }
-    if (w->rank == 0) { /* a single element */
-        w->rank = 1;
-        w->dims[0] = 1;
-        w->st[0][0] = 0;
-        w->st[1][0] = 0;
-    }
-}
-
-/* Moves the outer odometer idx and the sources' row offsets off from one row to the next. */
-static void walk_next(const walk *w, int64_t idx[ONYX_MAX_RANK], int64_t off[2])
-{
-    for (int k = w->rank - 2; k >= 0; k--) {
-        off[0] += w->st[0][k];
-        off[1] += w->st[1][k];
-        if (++idx[k] < w->dims[k])
-            return;
-        off[0] -= w->st[0][k] * w->dims[k];
-        off[1] -= w->st[1][k] * w->dims[k];
-        idx[k] = 0;
-    }
-}
 
 /* ---- binary ops: Add, Sub, Mul, Div, Pow -------------------------------------------------- */
 
@@ -200,8 +90,8 @@ static binary_f32_fn binary_f32_pick(int op, int64_t sa, int64_t sb)
 }
 
 /* y = a (op) b in float32 over the planned walk (y has numel elements, numel > 0). */
-static void binary_forward_f32(int op, const walk *w, const float *a, const float *b, float *y,
-                               int64_t numel)
+static void binary_forward_f32(int op, const onyx_broadcast_walk *w, const float *a, const float *b,
+                               float *y, int64_t numel)
 {
     int r = w->rank;
     int64_t n = w->dims[r - 1];
@@ -225,7 +115,7 @@ static void binary_forward_f32(int op, const walk *w, const float *a, const floa
     int64_t off[2] = {0, 0};
     for (int64_t i = 0; i < rows; i++) {
         f(n, a + off[0], b + off[1], y + i * n);
-        walk_next(w, idx, off);
+        onyx_broadcast_walk_next(w, idx, off);
     }
 }
 
@@ -289,7 +179,7 @@ static double f64_binary(int op, double a, double b)
 
 /* Every dtype but float32: computes in int64 when the output is an integer type (and, for Pow,
  * the exponent too), else in double. */
-static void binary_forward_generic(int op, const walk *w, const onyx_tensor *a,
+static void binary_forward_generic(int op, const onyx_broadcast_walk *w, const onyx_tensor *a,
                                    const onyx_tensor *b, onyx_tensor *y, int64_t numel)
 {
     onyx_dtype ta = a->dtype;
@@ -320,7 +210,7 @@ static void binary_forward_generic(int op, const walk *w, const onyx_tensor *a,
                 onyx_store_f64(ty, y->data, iy, v);
             }
         }
-        walk_next(w, idx, off);
+        onyx_broadcast_walk_next(w, idx, off);
     }
 }
 
@@ -329,32 +219,24 @@ static onyx_status binary_init(onyx_node *n, onyx_error *err)
     onyx_status st = onyx_node_check_arity(n, 2, 2, 1, 1, err);
     if (st != ONYX_OK)
         return st;
-    binary *p = calloc(1, sizeof(*p));
-    if (p == NULL)
-        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
-    p->op = OP_BINARY_COUNT;
+    binary p = {.op = OP_BINARY_COUNT};
     for (int i = 0; i < OP_BINARY_COUNT; i++)
         if (strcmp(n->op_type, binary_names[i]) == 0)
-            p->op = i;
-    if (p->op == OP_BINARY_COUNT) {
-        free(p);
+            p.op = i;
+    if (p.op == OP_BINARY_COUNT)
         return onyx_node_err(err, n, ONYX_ERR_INTERNAL, "not a binary op");
-    }
     if (n->opset < 7) {
         int64_t bcast = 0;
-        p->legacy = true;
+        p.legacy = true;
         st = onyx_attr_int(n, "broadcast", 0, &bcast, err);
         if (st == ONYX_OK)
-            st = onyx_attr_int(n, "axis", 0, &p->axis, err);
-        if (st != ONYX_OK) {
-            free(p);
+            st = onyx_attr_int(n, "axis", 0, &p.axis, err);
+        if (st != ONYX_OK)
             return st;
-        }
-        p->bcast = bcast != 0;
-        p->has_axis = onyx_node_attr(n, "axis") != NULL;
+        p.bcast = bcast != 0;
+        p.has_axis = onyx_node_attr(n, "axis") != NULL;
     }
-    n->priv = p;
-    return ONYX_OK;
+    return onyx_node_set_priv(n, &p, sizeof(p), err);
 }
 
 /*
@@ -408,21 +290,22 @@ static void binary_dtypes(int op, int64_t opset, unsigned *ta, unsigned *tb)
 {
     if (op == OP_POW) {
         if (opset < 12) {
-            *ta = DT_FLOAT;
-            *tb = DT_FLOAT;
+            *ta = ONYX_DT_FLOAT;
+            *tb = ONYX_DT_FLOAT;
             return;
         }
-        *ta = DT_FLOAT | DT(ONYX_DTYPE_I32) | DT(ONYX_DTYPE_I64) | (opset >= 13 ? DT_BF16 : 0);
-        *tb = DT_FLOAT | DT_INT | (opset >= 15 ? DT_BF16 : 0);
+        *ta = ONYX_DT_FLOAT | ONYX_DT(ONYX_DTYPE_I32) | ONYX_DT(ONYX_DTYPE_I64) |
+              (opset >= 13 ? ONYX_DT_BF16 : 0);
+        *tb = ONYX_DT_FLOAT | ONYX_DT_INT | (opset >= 15 ? ONYX_DT_BF16 : 0);
         return;
     }
     if (opset < 6)
-        *ta = DT_FLOAT;
+        *ta = ONYX_DT_FLOAT;
     else if (opset < 14)
-        *ta = DT_FLOAT | DT(ONYX_DTYPE_I32) | DT(ONYX_DTYPE_I64) | DT(ONYX_DTYPE_U32) |
-              DT(ONYX_DTYPE_U64) | (opset >= 13 ? DT_BF16 : 0);
+        *ta = ONYX_DT_FLOAT | ONYX_DT(ONYX_DTYPE_I32) | ONYX_DT(ONYX_DTYPE_I64) |
+              ONYX_DT(ONYX_DTYPE_U32) | ONYX_DT(ONYX_DTYPE_U64) | (opset >= 13 ? ONYX_DT_BF16 : 0);
     else
-        *ta = DT_FLOAT | DT_BF16 | DT_INT;
+        *ta = ONYX_DT_FLOAT | ONYX_DT_BF16 | ONYX_DT_INT;
     *tb = *ta;
 }
 
@@ -436,19 +319,17 @@ static onyx_status binary_infer(const onyx_node *n, const onyx_tensor *in, onyx_
     unsigned ta;
     unsigned tb;
     binary_dtypes(p->op, n->opset, &ta, &tb);
-    onyx_status st = check_dtype(n, name_a, in[0].dtype, ta, err);
+    onyx_status st = onyx_node_check_dtype(n, name_a, in[0].dtype, ta, err);
     if (st == ONYX_OK)
-        st = check_dtype(n, name_b, in[1].dtype, tb, err);
+        st = onyx_node_check_dtype(n, name_b, in[1].dtype, tb, err);
     if (st != ONYX_OK)
         return st;
     /* Pow takes a different exponent type from opset 12; all else needs both the same. */
     bool mixed_ok = pow_op && n->opset >= 12;
-    if (!mixed_ok && in[0].dtype != in[1].dtype && in[0].dtype != ONYX_DTYPE_UNDEFINED &&
-        in[1].dtype != ONYX_DTYPE_UNDEFINED)
-        return onyx_node_err(err, n, ONYX_ERR_SHAPE,
-                             "inputs %s and %s have different dtypes (%s vs %s), expected the same",
-                             name_a, name_b, onyx_dtype_name(in[0].dtype),
-                             onyx_dtype_name(in[1].dtype));
+    if (!mixed_ok)
+        st = onyx_node_check_same_dtype(n, name_b, in[1].dtype, name_a, in[0].dtype, err);
+    if (st != ONYX_OK)
+        return st;
     out[0].dtype = in[0].dtype;
     if (!p->legacy)
         return onyx_broadcast_shape(n, &in[0], &in[1], &out[0], err);
@@ -479,8 +360,8 @@ static void binary_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
     onyx_tensor b = in[1];
     if (p->legacy)
         (void)legacy_view(n, p, &in[0], &in[1], &b, NULL); /* checked by infer */
-    walk w;
-    walk_init(&w, &out[0], &in[0], &b);
+    onyx_broadcast_walk w;
+    onyx_broadcast_walk_init(&w, &out[0], &in[0], &b);
     if (in[0].dtype == ONYX_DTYPE_F32 && b.dtype == ONYX_DTYPE_F32)
         binary_forward_f32(p->op, &w, in[0].data, b.data, out[0].data, numel);
     else
@@ -547,22 +428,21 @@ static onyx_status sum_same_shape(const onyx_node *n, const onyx_tensor *in, ony
 static onyx_status sum_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
                              onyx_error *err)
 {
-    unsigned mask = DT_FLOAT | (n->opset >= 13 ? DT_BF16 : 0);
-    onyx_dtype dt = ONYX_DTYPE_UNDEFINED;
+    unsigned mask = ONYX_DT_FLOAT | (n->opset >= 13 ? ONYX_DT_BF16 : 0);
+    onyx_dtype dt = ONYX_DTYPE_UNDEFINED; /* of the first input whose dtype is known */
+    char dt_what[32] = "";
     for (int i = 0; i < n->n_in; i++) {
         char what[32];
         snprintf(what, sizeof what, "%d", i);
-        onyx_status st = check_dtype(n, what, in[i].dtype, mask, err);
+        onyx_status st = onyx_node_check_dtype(n, what, in[i].dtype, mask, err);
+        if (st == ONYX_OK)
+            st = onyx_node_check_same_dtype(n, what, in[i].dtype, dt_what, dt, err);
         if (st != ONYX_OK)
             return st;
-        if (in[i].dtype == ONYX_DTYPE_UNDEFINED)
-            continue;
-        if (dt == ONYX_DTYPE_UNDEFINED)
+        if (dt == ONYX_DTYPE_UNDEFINED && in[i].dtype != ONYX_DTYPE_UNDEFINED) {
             dt = in[i].dtype;
-        else if (in[i].dtype != dt)
-            return onyx_node_err(err, n, ONYX_ERR_SHAPE,
-                                 "input %d has dtype %s, expected %s like the inputs before it", i,
-                                 onyx_dtype_name(in[i].dtype), onyx_dtype_name(dt));
+            memcpy(dt_what, what, sizeof what);
+        }
     }
     out[0].dtype = dt;
     if (n->opset < 8)
@@ -595,7 +475,7 @@ static void sum_acc_f32_s(int64_t n, const float *restrict b, float *restrict y)
 }
 
 /* y += b in float32 over the walk (source 0 is b). */
-static void sum_acc_f32(const walk *w, const float *b, float *y, int64_t numel)
+static void sum_acc_f32(const onyx_broadcast_walk *w, const float *b, float *y, int64_t numel)
 {
     int r = w->rank;
     int64_t n = w->dims[r - 1];
@@ -608,12 +488,13 @@ static void sum_acc_f32(const walk *w, const float *b, float *y, int64_t numel)
             sum_acc_f32_v(n, b + off[0], y + i * n);
         else
             sum_acc_f32_s(n, b + off[0], y + i * n);
-        walk_next(w, idx, off);
+        onyx_broadcast_walk_next(w, idx, off);
     }
 }
 
 /* y += b for the other float types, through double. */
-static void sum_acc_generic(const walk *w, const onyx_tensor *b, onyx_tensor *y, int64_t numel)
+static void sum_acc_generic(const onyx_broadcast_walk *w, const onyx_tensor *b, onyx_tensor *y,
+                            int64_t numel)
 {
     int r = w->rank;
     int64_t n = w->dims[r - 1];
@@ -627,7 +508,7 @@ static void sum_acc_generic(const walk *w, const onyx_tensor *b, onyx_tensor *y,
             double v = onyx_load_f64(y->dtype, y->data, j) + onyx_load_f64(b->dtype, b->data, ib);
             onyx_store_f64(y->dtype, y->data, j, v);
         }
-        walk_next(w, idx, off);
+        onyx_broadcast_walk_next(w, idx, off);
     }
 }
 
@@ -642,8 +523,8 @@ static void sum_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *i
         return;
     onyx_broadcast_copy(&in[0], y);
     for (int i = 1; i < n->n_in; i++) {
-        walk w;
-        walk_init(&w, y, &in[i], NULL);
+        onyx_broadcast_walk w;
+        onyx_broadcast_walk_init(&w, y, &in[i], NULL);
         if (y->dtype == ONYX_DTYPE_F32)
             sum_acc_f32(&w, in[i].data, y->data, numel);
         else
@@ -694,12 +575,12 @@ static const struct unary_def {
     double (*f64)(double);
     unsigned dtypes; /* of the latest opset; bfloat16 comes in at 13 for all of them */
 } unary_defs[UN_COUNT] = {
-    [UN_SQRT] = {"Sqrt", sqrt_forward_f32, sqrt, DT_FLOAT | DT_BF16},
-    [UN_NEG] = {"Neg", neg_forward_f32, neg_f64, DT_FLOAT | DT_BF16 | DT_SINT},
-    [UN_ABS] = {"Abs", abs_forward_f32, fabs, DT_FLOAT | DT_BF16 | DT_INT},
-    [UN_EXP] = {"Exp", exp_forward_f32, exp, DT_FLOAT | DT_BF16},
-    [UN_LOG] = {"Log", log_forward_f32, log, DT_FLOAT | DT_BF16},
-    [UN_ERF] = {"Erf", erf_forward_f32, erf, DT_FLOAT | DT_BF16 | DT_INT},
+    [UN_SQRT] = {"Sqrt", sqrt_forward_f32, sqrt, ONYX_DT_FLOAT | ONYX_DT_BF16},
+    [UN_NEG] = {"Neg", neg_forward_f32, neg_f64, ONYX_DT_FLOAT | ONYX_DT_BF16 | ONYX_DT_SINT},
+    [UN_ABS] = {"Abs", abs_forward_f32, fabs, ONYX_DT_FLOAT | ONYX_DT_BF16 | ONYX_DT_INT},
+    [UN_EXP] = {"Exp", exp_forward_f32, exp, ONYX_DT_FLOAT | ONYX_DT_BF16},
+    [UN_LOG] = {"Log", log_forward_f32, log, ONYX_DT_FLOAT | ONYX_DT_BF16},
+    [UN_ERF] = {"Erf", erf_forward_f32, erf, ONYX_DT_FLOAT | ONYX_DT_BF16 | ONYX_DT_INT},
 };
 
 typedef struct unary {
@@ -717,12 +598,8 @@ static onyx_status unary_init(onyx_node *n, onyx_error *err)
             op = i;
     if (op == UN_COUNT)
         return onyx_node_err(err, n, ONYX_ERR_INTERNAL, "not a unary op");
-    unary *p = malloc(sizeof(*p));
-    if (p == NULL)
-        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
-    p->op = op;
-    n->priv = p;
-    return ONYX_OK;
+    unary p = {op};
+    return onyx_node_set_priv(n, &p, sizeof(p), err);
 }
 
 static onyx_status unary_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
@@ -731,8 +608,8 @@ static onyx_status unary_infer(const onyx_node *n, const onyx_tensor *in, onyx_t
     const unary *p = n->priv;
     unsigned mask = unary_defs[p->op].dtypes;
     if (n->opset < 13)
-        mask &= ~DT_BF16;
-    onyx_status st = check_dtype(n, "X", in[0].dtype, mask, err);
+        mask &= ~ONYX_DT_BF16;
+    onyx_status st = onyx_node_check_dtype(n, "X", in[0].dtype, mask, err);
     if (st != ONYX_OK)
         return st;
     out[0].dtype = in[0].dtype;

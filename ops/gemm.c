@@ -8,7 +8,6 @@
 #include "gemm.h"
 #include "ops.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 /* ---- the internal GEMM -------------------------------------------------------------------- */
@@ -229,25 +228,13 @@ static void gemm_generic(onyx_dtype dt, bool trans_a, bool trans_b, int64_t M, i
     }
 }
 
-/* Shared by Gemm and MatMul: the element types onyx computes matrix products in. */
-static onyx_status check_float_input(const onyx_node *n, const onyx_tensor *t, const char *name,
-                                     onyx_error *err)
+/* Shared by Gemm and MatMul: A of a type onyx computes matrix products in, B of A's type. */
+static onyx_status check_ab_dtypes(const onyx_node *n, const onyx_tensor *in, onyx_error *err)
 {
-    if (onyx_dtype_is_float(t->dtype))
-        return ONYX_OK;
-    return onyx_node_err(err, n, ONYX_ERR_UNSUPPORTED,
-                         "input %s has type %s, expected float32, float64, float16 or bfloat16",
-                         name, onyx_dtype_name(t->dtype));
-}
-
-static onyx_status check_same_dtype(const onyx_node *n, const onyx_tensor *t, const char *name,
-                                    onyx_dtype want, onyx_error *err)
-{
-    if (t->dtype == want)
-        return ONYX_OK;
-    return onyx_node_err(err, n, ONYX_ERR_SHAPE,
-                         "input %s has type %s, expected %s (the type of A)", name,
-                         onyx_dtype_name(t->dtype), onyx_dtype_name(want));
+    onyx_status st = onyx_node_check_float(n, "A", in[0].dtype, err);
+    if (st == ONYX_OK)
+        st = onyx_node_check_same_dtype(n, "B", in[1].dtype, "A", in[0].dtype, err);
+    return st;
 }
 
 /* ---- Gemm --------------------------------------------------------------------------------- */
@@ -274,15 +261,8 @@ static onyx_status gemm_init(onyx_node *n, onyx_error *err)
         (st = onyx_attr_int(n, "transA", 0, &trans_a, err)) != ONYX_OK ||
         (st = onyx_attr_int(n, "transB", 0, &trans_b, err)) != ONYX_OK)
         return st;
-    gemm_priv *p = malloc(sizeof(*p));
-    if (p == NULL)
-        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
-    p->alpha = alpha;
-    p->beta = beta;
-    p->trans_a = trans_a != 0;
-    p->trans_b = trans_b != 0;
-    n->priv = p;
-    return ONYX_OK;
+    gemm_priv p = {alpha, beta, trans_a != 0, trans_b != 0};
+    return onyx_node_set_priv(n, &p, sizeof(p), err);
 }
 
 /* A: (M, K) or (K, M) with transA; B: (K, N) or (N, K) with transB; C: broadcastable to (M, N);
@@ -295,9 +275,8 @@ static onyx_status gemm_infer(const onyx_node *n, const onyx_tensor *in, onyx_te
     const onyx_tensor *b = &in[1];
     char sa[96];
     char sb[96];
-    onyx_status st;
-    if ((st = check_float_input(n, a, "A", err)) != ONYX_OK ||
-        (st = check_same_dtype(n, b, "B", a->dtype, err)) != ONYX_OK)
+    onyx_status st = check_ab_dtypes(n, in, err);
+    if (st != ONYX_OK)
         return st;
     if (a->rank >= 0 && a->rank != 2)
         return onyx_node_err(err, n, ONYX_ERR_SHAPE, "input A has shape %s, expected rank 2",
@@ -323,18 +302,11 @@ static onyx_status gemm_infer(const onyx_node *n, const onyx_tensor *in, onyx_te
     }
     if (onyx_node_has_in(n, 2)) {
         const onyx_tensor *c = &in[2];
-        if ((st = check_same_dtype(n, c, "C", a->dtype, err)) != ONYX_OK)
+        if ((st = onyx_node_check_same_dtype(n, "C", c->dtype, "A", a->dtype, err)) != ONYX_OK)
             return st;
         /* Unidirectional broadcasting: C's dims, aligned right, are 1 or equal to (M, N). */
-        bool ok = c->rank <= 2;
-        for (int i = 0; ok && i < c->rank; i++) {
-            int64_t want = (c->rank - i == 1) ? N : M;
-            int64_t d = c->dims[i];
-            if (d >= 0 && want >= 0 && d != 1 && d != want)
-                ok = false;
-        }
-        if (!ok) {
-            onyx_tensor y = {.rank = 2, .dims = {M, N}};
+        onyx_tensor y = {.rank = 2, .dims = {M, N}};
+        if (!onyx_broadcast_fits(c, &y)) {
             char sy[96];
             return onyx_node_err(err, n, ONYX_ERR_SHAPE,
                                  "input C has shape %s, expected a shape broadcastable to %s "
@@ -406,9 +378,8 @@ static onyx_status matmul_infer(const onyx_node *n, const onyx_tensor *in, onyx_
     const onyx_tensor *b = &in[1];
     char sa[96];
     char sb[96];
-    onyx_status st;
-    if ((st = check_float_input(n, a, "A", err)) != ONYX_OK ||
-        (st = check_same_dtype(n, b, "B", a->dtype, err)) != ONYX_OK)
+    onyx_status st = check_ab_dtypes(n, in, err);
+    if (st != ONYX_OK)
         return st;
     out[0].dtype = a->dtype;
     if (a->rank == 0 || b->rank == 0)

@@ -7,28 +7,7 @@
 #include "ops.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
-
-static onyx_status check_float(const onyx_node *n, const onyx_tensor *t, const char *name,
-                               onyx_error *err)
-{
-    if (onyx_dtype_is_float(t->dtype))
-        return ONYX_OK;
-    return onyx_node_err(err, n, ONYX_ERR_UNSUPPORTED,
-                         "input %s has type %s, expected float32, float64, float16 or bfloat16",
-                         name, onyx_dtype_name(t->dtype));
-}
-
-static onyx_status check_dtype_as(const onyx_node *n, const onyx_tensor *t, const char *name,
-                                  const onyx_tensor *ref, const char *ref_name, onyx_error *err)
-{
-    if (t->dtype == ref->dtype)
-        return ONYX_OK;
-    return onyx_node_err(err, n, ONYX_ERR_SHAPE,
-                         "input %s has type %s, expected %s (the type of %s)", name,
-                         onyx_dtype_name(t->dtype), onyx_dtype_name(ref->dtype), ref_name);
-}
 
 /* ---- BatchNormalization ------------------------------------------------------------------- */
 
@@ -94,12 +73,7 @@ static onyx_status bn_init(onyx_node *n, onyx_error *err)
     } else {
         p.graph_training = present_outputs(n) > 1;
     }
-    bn_priv *pp = malloc(sizeof(*pp));
-    if (pp == NULL)
-        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
-    *pp = p;
-    n->priv = pp;
-    return ONYX_OK;
+    return onyx_node_set_priv(n, &p, sizeof(p), err);
 }
 
 static const char *const bn_in_names[5] = {"X", "scale", "B", "input_mean", "input_var"};
@@ -114,22 +88,24 @@ static onyx_status bn_infer(const onyx_node *n, const onyx_tensor *in, onyx_tens
     char sp[96];
     onyx_status st;
     for (int i = 0; i < 5; i++)
-        if ((st = check_float(n, &in[i], bn_in_names[i], err)) != ONYX_OK)
+        if ((st = onyx_node_check_float(n, bn_in_names[i], in[i].dtype, err)) != ONYX_OK)
             return st;
     /* Type constraints: one T before opset 14; T for X/scale/B and U for the statistics in
      * opset 14; T, T1 (scale, B) and T2 (statistics) from opset 15. */
     if (n->opset < 14) {
         for (int i = 1; i < 5; i++)
-            if ((st = check_dtype_as(n, &in[i], bn_in_names[i], x, "X", err)) != ONYX_OK)
+            if ((st = onyx_node_check_same_dtype(n, bn_in_names[i], in[i].dtype, "X", x->dtype,
+                                                 err)) != ONYX_OK)
                 return st;
     } else {
         st = ONYX_OK;
         if (n->opset == 14)
-            st = check_dtype_as(n, &in[1], "scale", x, "X", err);
+            st = onyx_node_check_same_dtype(n, "scale", in[1].dtype, "X", x->dtype, err);
         if (st == ONYX_OK)
-            st = check_dtype_as(n, &in[2], "B", &in[1], "scale", err);
+            st = onyx_node_check_same_dtype(n, "B", in[2].dtype, "scale", in[1].dtype, err);
         if (st == ONYX_OK)
-            st = check_dtype_as(n, &in[4], "input_var", &in[3], "input_mean", err);
+            st = onyx_node_check_same_dtype(n, "input_var", in[4].dtype, "input_mean", in[3].dtype,
+                                            err);
         if (st != ONYX_OK)
             return st;
     }
@@ -308,12 +284,7 @@ static onyx_status ln_init(onyx_node *n, onyx_error *err)
         return onyx_node_err(err, n, ONYX_ERR_UNSUPPORTED,
                              "attribute stash_type is %lld, but only 1 (float32) is supported",
                              (long long)stash_type);
-    ln_priv *pp = malloc(sizeof(*pp));
-    if (pp == NULL)
-        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
-    *pp = p;
-    n->priv = pp;
-    return ONYX_OK;
+    return onyx_node_set_priv(n, &p, sizeof(p), err);
 }
 
 /* The normalised dims of X, X.shape[axis:], as a tensor shape. */
@@ -334,14 +305,7 @@ static onyx_status ln_check_param(const onyx_node *n, const onyx_tensor *t, cons
     if (t->rank < 0 || x->rank < 0)
         return ONYX_OK;
     onyx_tensor norm = ln_norm_shape(x, axis);
-    bool ok = t->rank <= norm.rank;
-    for (int i = 0; ok && i < t->rank; i++) {
-        int64_t d = t->dims[i];
-        int64_t want = norm.dims[i + norm.rank - t->rank];
-        if (d >= 0 && want >= 0 && d != 1 && d != want)
-            ok = false;
-    }
-    if (ok)
+    if (onyx_broadcast_fits(t, &norm))
         return ONYX_OK;
     char st_[96];
     char sn[96];
@@ -363,11 +327,12 @@ static onyx_status ln_infer(const onyx_node *n, const onyx_tensor *in, onyx_tens
     const onyx_tensor *x = &in[0];
     char sx[96];
     onyx_status st;
-    if ((st = check_float(n, x, "X", err)) != ONYX_OK ||
-        (st = check_dtype_as(n, &in[1], "Scale", x, "X", err)) != ONYX_OK)
+    if ((st = onyx_node_check_float(n, "X", x->dtype, err)) != ONYX_OK ||
+        (st = onyx_node_check_same_dtype(n, "Scale", in[1].dtype, "X", x->dtype, err)) != ONYX_OK)
         return st;
     bool has_b = onyx_node_has_in(n, 2);
-    if (has_b && (st = check_dtype_as(n, &in[2], "B", x, "X", err)) != ONYX_OK)
+    if (has_b &&
+        (st = onyx_node_check_same_dtype(n, "B", in[2].dtype, "X", x->dtype, err)) != ONYX_OK)
         return st;
     int axis = 0;
     if (x->rank >= 0) {

@@ -16,8 +16,6 @@
 #include "ops.h"
 
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 typedef struct reduce_priv {
@@ -26,21 +24,9 @@ typedef struct reduce_priv {
     bool has_axes;       /* the attribute was given (attribute opsets) */
     const int64_t *axes; /* the attribute's values, owned by the model */
     int64_t n_axes;
-    int64_t keepdims;
-    int64_t noop; /* noop_with_empty_axes (input opsets) */
+    bool keepdims;
+    bool noop; /* noop_with_empty_axes (input opsets) */
 } reduce_priv;
-
-/* Hands a parsed private struct to the node as a heap copy. Inits parse into a local struct and
- * call this last, so a failed init leaves nothing behind in n->priv. */
-static onyx_status set_priv(onyx_node *n, const void *p, size_t size, onyx_error *err)
-{
-    void *q = malloc(size);
-    if (q == NULL)
-        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
-    memcpy(q, p, size);
-    n->priv = q;
-    return ONYX_OK;
-}
 
 static onyx_status reduce_init(onyx_node *n, onyx_error *err)
 {
@@ -55,45 +41,25 @@ static onyx_status reduce_init(onyx_node *n, onyx_error *err)
     reduce_priv *p = &parsed;
     p->mean = mean;
     p->axes_input = axes_input;
-    st = onyx_attr_int(n, "keepdims", 1, &p->keepdims, err);
+    st = onyx_attr_flag(n, "keepdims", true, &p->keepdims, err);
     if (st != ONYX_OK)
         return st;
-    if (p->keepdims != 0 && p->keepdims != 1)
-        return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
-                             "attribute keepdims is %lld, expected 0 or 1",
-                             (long long)p->keepdims);
     if (axes_input) {
         if (onyx_node_attr(n, "axes") != NULL)
             return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
                                  "has an axes attribute; from opset %d axes is input 1",
                                  mean ? 18 : 13);
-        st = onyx_attr_int(n, "noop_with_empty_axes", 0, &p->noop, err);
+        st = onyx_attr_flag(n, "noop_with_empty_axes", false, &p->noop, err);
         if (st != ONYX_OK)
             return st;
-        if (p->noop != 0 && p->noop != 1)
-            return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
-                                 "attribute noop_with_empty_axes is %lld, expected 0 or 1",
-                                 (long long)p->noop);
-        return set_priv(n, p, sizeof(*p), err);
+        return onyx_node_set_priv(n, p, sizeof(*p), err);
     }
     size_t count;
     st = onyx_attr_ints(n, "axes", &p->axes, &count, &p->has_axes, err);
     p->n_axes = (int64_t)count;
     if (st != ONYX_OK)
         return st;
-    return set_priv(n, p, sizeof(*p), err);
-}
-
-/* Formats count int64 values as "[2,0,-1]" into buf; returns buf. */
-static char *ints_str(const int64_t *v, int64_t count, char *buf, size_t size)
-{
-    size_t used = (size_t)snprintf(buf, size, "[");
-    for (int64_t i = 0; i < count && used < size; i++)
-        used += (size_t)snprintf(buf + used, size - used, "%s%lld", i ? "," : "",
-                                 (long long)v[i]);
-    if (used < size)
-        snprintf(buf + used, size - used, "]");
-    return buf;
+    return onyx_node_set_priv(n, p, sizeof(*p), err);
 }
 
 enum { PLAN_NOOP, PLAN_UNKNOWN, PLAN_REDUCE };
@@ -157,16 +123,16 @@ static onyx_status reduce_plan(const onyx_node *n, const onyx_tensor *in, int *p
             return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
                                  "axes %s has a negative entry; negative axes need opset 11 or "
                                  "later",
-                                 ints_str(axes, len, s, sizeof s));
+                                 onyx_ints_str(axes, len, s, sizeof s));
         if (a < 0 || a >= x->rank)
             return onyx_node_err(err, n, ONYX_ERR_SHAPE,
                                  "axes %s: entry %lld is out of range [%d, %d] for input 0 "
                                  "(data) of rank %d",
-                                 ints_str(axes, len, s, sizeof s), (long long)axes[i],
+                                 onyx_ints_str(axes, len, s, sizeof s), (long long)axes[i],
                                  -x->rank, x->rank - 1, x->rank);
         if (mark[a])
             return onyx_node_err(err, n, ONYX_ERR_SHAPE, "axes %s names axis %lld twice",
-                                 ints_str(axes, len, s, sizeof s), (long long)a);
+                                 onyx_ints_str(axes, len, s, sizeof s), (long long)a);
         mark[a] = true;
     }
     return ONYX_OK;
@@ -419,34 +385,23 @@ static void reduce_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
         }
     }
 
-    reduce_walk w = {.count = count};
+    /* The groups' element strides; then the kept and the reduced groups, outermost first as
+     * the odometers want them. */
+    int64_t gst[ONYX_MAX_RANK];
     int64_t st = 1;
     for (int g = ng - 1; g >= 0; g--) {
-        if (gred[g]) {
-            w.rsz[w.nr] = gsz[g];
-            w.rst[w.nr++] = st;
-        } else {
-            w.ksz[w.nk] = gsz[g];
-            w.kst[w.nk++] = st;
-        }
+        gst[g] = st;
         st *= gsz[g];
     }
-    /* They were collected innermost first; the odometers want outermost first. */
-    for (int i = 0, j = w.nk - 1; i < j; i++, j--) {
-        int64_t t = w.ksz[i];
-        w.ksz[i] = w.ksz[j];
-        w.ksz[j] = t;
-        t = w.kst[i];
-        w.kst[i] = w.kst[j];
-        w.kst[j] = t;
-    }
-    for (int i = 0, j = w.nr - 1; i < j; i++, j--) {
-        int64_t t = w.rsz[i];
-        w.rsz[i] = w.rsz[j];
-        w.rsz[j] = t;
-        t = w.rst[i];
-        w.rst[i] = w.rst[j];
-        w.rst[j] = t;
+    reduce_walk w = {.count = count};
+    for (int g = 0; g < ng; g++) {
+        if (gred[g]) {
+            w.rsz[w.nr] = gsz[g];
+            w.rst[w.nr++] = gst[g];
+        } else {
+            w.ksz[w.nk] = gsz[g];
+            w.kst[w.nk++] = gst[g];
+        }
     }
     reduce_generic(dt, x->data, y->data, n_out, &w, p->mean);
 }

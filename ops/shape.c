@@ -13,39 +13,9 @@
  */
 #include "ops.h"
 
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* ---- helpers shared by the family --------------------------------------------------------- */
-
-/* Hands a parsed private struct to the node as a heap copy. Inits parse into a local struct and
- * call this last, so a failed init leaves nothing behind in n->priv. */
-static onyx_status set_priv(onyx_node *n, const void *p, size_t size, onyx_error *err)
-{
-    void *q = malloc(size);
-    if (q == NULL)
-        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
-    memcpy(q, p, size);
-    n->priv = q;
-    return ONYX_OK;
-}
-
-/* Formats count int64 values as "[2,0,-1]" into buf; returns buf. */
-static char *ints_str(const int64_t *v, int64_t count, char *buf, size_t size)
-{
-    size_t used = 0;
-    if (size == 0)
-        return buf;
-    buf[0] = '\0';
-    used += (size_t)snprintf(buf, size, "[");
-    for (int64_t i = 0; i < count && used < size; i++)
-        used += (size_t)snprintf(buf + used, size - used, "%s%lld", i ? "," : "",
-                                 (long long)v[i]);
-    if (used < size)
-        snprintf(buf + used, size - used, "]");
-    return buf;
-}
 
 /*
  * Normalises axis for a tensor of the given rank into *out: the accepted range is [-rank,
@@ -155,6 +125,24 @@ static void copy_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *
         memcpy(out[0].data, in[0].data, nb);
 }
 
+/* The private struct of ops whose only attribute is an int `axis` (Flatten, Gather). */
+typedef struct axis_priv {
+    int64_t axis;
+} axis_priv;
+
+/* Init of such an op: n_in inputs, one output, attribute axis (default def_axis). */
+static onyx_status axis_init(onyx_node *n, int n_in, int64_t def_axis, onyx_error *err)
+{
+    onyx_status st = onyx_node_check_arity(n, n_in, n_in, 1, 1, err);
+    if (st != ONYX_OK)
+        return st;
+    axis_priv p = {0};
+    st = onyx_attr_int(n, "axis", def_axis, &p.axis, err);
+    if (st != ONYX_OK)
+        return st;
+    return onyx_node_set_priv(n, &p, sizeof(p), err);
+}
+
 /* ---- Identity ----------------------------------------------------------------------------- */
 
 static onyx_status identity_init(onyx_node *n, onyx_error *err)
@@ -178,21 +166,9 @@ const onyx_op_impl onyx_impl_identity = {
 
 /* ---- Flatten ------------------------------------------------------------------------------ */
 
-typedef struct flatten_priv {
-    int64_t axis;
-} flatten_priv;
-
 static onyx_status flatten_init(onyx_node *n, onyx_error *err)
 {
-    onyx_status st = onyx_node_check_arity(n, 1, 1, 1, 1, err);
-    if (st != ONYX_OK)
-        return st;
-    flatten_priv parsed = {0};
-    flatten_priv *p = &parsed;
-    st = onyx_attr_int(n, "axis", 1, &p->axis, err);
-    if (st != ONYX_OK)
-        return st;
-    return set_priv(n, p, sizeof(*p), err);
+    return axis_init(n, 1, 1, err);
 }
 
 /*
@@ -202,7 +178,7 @@ static onyx_status flatten_init(onyx_node *n, onyx_error *err)
 static onyx_status flatten_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
                                  onyx_error *err)
 {
-    const flatten_priv *p = n->priv;
+    const axis_priv *p = n->priv;
     const onyx_tensor *x = &in[0];
     onyx_status st = check_not_string(n, x, 0, "input", err);
     if (st != ONYX_OK)
@@ -229,7 +205,7 @@ const onyx_op_impl onyx_impl_flatten = {
 /* ---- Reshape ------------------------------------------------------------------------------ */
 
 typedef struct reshape_priv {
-    int64_t allowzero;
+    bool allowzero;
 } reshape_priv;
 
 static onyx_status reshape_init(onyx_node *n, onyx_error *err)
@@ -240,15 +216,11 @@ static onyx_status reshape_init(onyx_node *n, onyx_error *err)
     reshape_priv parsed = {0};
     reshape_priv *p = &parsed;
     if (n->opset >= 14) {
-        st = onyx_attr_int(n, "allowzero", 0, &p->allowzero, err);
+        st = onyx_attr_flag(n, "allowzero", false, &p->allowzero, err);
         if (st != ONYX_OK)
             return st;
-        if (p->allowzero != 0 && p->allowzero != 1)
-            return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
-                                 "attribute allowzero is %lld, expected 0 or 1",
-                                 (long long)p->allowzero);
     }
-    return set_priv(n, p, sizeof(*p), err);
+    return onyx_node_set_priv(n, p, sizeof(*p), err);
 }
 
 /*
@@ -296,19 +268,19 @@ static onyx_status reshape_infer(const onyx_node *n, const onyx_tensor *in, onyx
             if (infer_at >= 0)
                 return onyx_node_err(err, n, ONYX_ERR_SHAPE,
                                      "requested shape %s has more than one -1",
-                                     ints_str(v, len, sv, sizeof sv));
+                                     onyx_ints_str(v, len, sv, sizeof sv));
             infer_at = i;
             out[0].dims[i] = -1;
         } else if (v[i] < -1) {
             return onyx_node_err(err, n, ONYX_ERR_SHAPE,
                                  "requested shape %s has %lld at index %d; dims must be >= -1",
-                                 ints_str(v, len, sv, sizeof sv), (long long)v[i], i);
+                                 onyx_ints_str(v, len, sv, sizeof sv), (long long)v[i], i);
         } else if (v[i] == 0 && !p->allowzero) {
             if (x->rank >= 0 && i >= x->rank)
                 return onyx_node_err(err, n, ONYX_ERR_SHAPE,
                                      "requested shape %s has 0 at index %d, which copies a dim "
                                      "of data, but data has shape %s",
-                                     ints_str(v, len, sv, sizeof sv), i,
+                                     onyx_ints_str(v, len, sv, sizeof sv), i,
                                      onyx_shape_str(x, sx, sizeof sx));
             out[0].dims[i] = x->rank >= 0 ? x->dims[i] : -1;
         } else {
@@ -319,7 +291,7 @@ static onyx_status reshape_infer(const onyx_node *n, const onyx_tensor *in, onyx
     if (has_zero && infer_at >= 0)
         return onyx_node_err(err, n, ONYX_ERR_SHAPE,
                              "requested shape %s has both 0 and -1, which allowzero=1 forbids",
-                             ints_str(v, len, sv, sizeof sv));
+                             onyx_ints_str(v, len, sv, sizeof sv));
 
     /* Element counts, where known. The checked product keeps absurd requests from overflowing:
      * a product above the tensor limit cannot equal a real tensor's count. */
@@ -344,12 +316,13 @@ static onyx_status reshape_infer(const onyx_node *n, const onyx_tensor *in, onyx
             return onyx_node_err(err, n, ONYX_ERR_SHAPE,
                                  "cannot reshape data of shape %s to %s: the -1 is ambiguous "
                                  "because the other dims multiply to 0",
-                                 onyx_shape_str(x, sx, sizeof sx), ints_str(v, len, sv, sizeof sv));
+                                 onyx_shape_str(x, sx, sizeof sx),
+                                 onyx_ints_str(v, len, sv, sizeof sv));
         if (!fits || n_in % prod != 0)
             return onyx_node_err(err, n, ONYX_ERR_SHAPE,
                                  "cannot reshape data of shape %s (%lld elements) to %s",
                                  onyx_shape_str(x, sx, sizeof sx), (long long)n_in,
-                                 ints_str(v, len, sv, sizeof sv));
+                                 onyx_ints_str(v, len, sv, sizeof sv));
         out[0].dims[infer_at] = n_in / prod;
     } else if (!fits || prod != n_in) {
         char so[96];
@@ -358,7 +331,7 @@ static onyx_status reshape_infer(const onyx_node *n, const onyx_tensor *in, onyx
                              "%s)",
                              onyx_shape_str(x, sx, sizeof sx), (long long)n_in,
                              onyx_shape_str(&out[0], so, sizeof so),
-                             ints_str(v, len, sv, sizeof sv));
+                             onyx_ints_str(v, len, sv, sizeof sv));
     }
     return ONYX_OK;
 }
@@ -387,23 +360,24 @@ static onyx_status transpose_init(onyx_node *n, onyx_error *err)
     if (st != ONYX_OK)
         return st;
     if (!p->has_perm)
-        return set_priv(n, p, sizeof(*p), err);
+        return onyx_node_set_priv(n, p, sizeof(*p), err);
     char s[160];
     if (count > ONYX_MAX_RANK)
         return onyx_node_err(err, n, ONYX_ERR_UNSUPPORTED,
                              "attribute perm %s has %zu entries; onyx supports rank %d at most",
-                             ints_str(perm, (int64_t)count, s, sizeof s), count, ONYX_MAX_RANK);
+                             onyx_ints_str(perm, (int64_t)count, s, sizeof s), count,
+                             ONYX_MAX_RANK);
     bool seen[ONYX_MAX_RANK] = {false};
     for (size_t i = 0; i < count; i++) {
         if (perm[i] < 0 || perm[i] >= (int64_t)count || seen[perm[i]])
             return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
                                  "attribute perm %s is not a permutation of 0..%zu",
-                                 ints_str(perm, (int64_t)count, s, sizeof s), count - 1);
+                                 onyx_ints_str(perm, (int64_t)count, s, sizeof s), count - 1);
         seen[perm[i]] = true;
         p->perm[i] = (int)perm[i];
     }
     p->n_perm = (int)count;
-    return set_priv(n, p, sizeof(*p), err);
+    return onyx_node_set_priv(n, p, sizeof(*p), err);
 }
 
 /* The permutation for a tensor of rank `rank`: the attribute, or the dims reversed. */
@@ -557,7 +531,7 @@ static onyx_status axes_init(onyx_node *n, bool input_required, onyx_error *err)
         if (onyx_node_attr(n, "axes") != NULL)
             return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
                                  "has an axes attribute; from opset 13 axes is input 1");
-        return set_priv(n, p, sizeof(*p), err);
+        return onyx_node_set_priv(n, p, sizeof(*p), err);
     }
     size_t count;
     st = onyx_attr_ints(n, "axes", &p->axes, &count, &p->has_axes, err);
@@ -566,7 +540,7 @@ static onyx_status axes_init(onyx_node *n, bool input_required, onyx_error *err)
         return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL, "attribute axes is required");
     if (st != ONYX_OK)
         return st;
-    return set_priv(n, p, sizeof(*p), err);
+    return onyx_node_set_priv(n, p, sizeof(*p), err);
 }
 
 /* The node's axes: *len = -1 when unknown or absent (*given says which), *vals when known. */
@@ -603,7 +577,7 @@ static onyx_status axes_mark(const onyx_node *n, const int64_t *axes, int64_t le
         if (mark[a])
             return onyx_node_err(err, n, ONYX_ERR_SHAPE,
                                  "axes %s names axis %d twice (rank %d)",
-                                 ints_str(axes, len, s, sizeof s), a, rank);
+                                 onyx_ints_str(axes, len, s, sizeof s), a, rank);
         mark[a] = true;
     }
     return ONYX_OK;
@@ -751,7 +725,7 @@ static onyx_status concat_init(onyx_node *n, onyx_error *err)
     st = onyx_attr_int(n, "axis", 0, &p->axis, err);
     if (st != ONYX_OK)
         return st;
-    return set_priv(n, p, sizeof(*p), err);
+    return onyx_node_set_priv(n, p, sizeof(*p), err);
 }
 
 /*
@@ -861,14 +835,14 @@ static onyx_status shape_init(onyx_node *n, onyx_error *err)
     shape_priv parsed = {0};
     shape_priv *p = &parsed;
     if (n->opset < 15)
-        return set_priv(n, p, sizeof(*p), err);
+        return onyx_node_set_priv(n, p, sizeof(*p), err);
     p->has_end = onyx_node_attr(n, "end") != NULL;
     st = onyx_attr_int(n, "start", 0, &p->start, err);
     if (st == ONYX_OK)
         st = onyx_attr_int(n, "end", 0, &p->end, err);
     if (st != ONYX_OK)
         return st;
-    return set_priv(n, p, sizeof(*p), err);
+    return onyx_node_set_priv(n, p, sizeof(*p), err);
 }
 
 /* The slice [*s, *e) of the dims of a rank-r tensor: Python slicing, so negative values count
@@ -920,21 +894,9 @@ const onyx_op_impl onyx_impl_shape = {.init = shape_init,
 
 /* ---- Gather ------------------------------------------------------------------------------- */
 
-typedef struct gather_priv {
-    int64_t axis;
-} gather_priv;
-
 static onyx_status gather_init(onyx_node *n, onyx_error *err)
 {
-    onyx_status st = onyx_node_check_arity(n, 2, 2, 1, 1, err);
-    if (st != ONYX_OK)
-        return st;
-    gather_priv parsed = {0};
-    gather_priv *p = &parsed;
-    st = onyx_attr_int(n, "axis", 0, &p->axis, err);
-    if (st != ONYX_OK)
-        return st;
-    return set_priv(n, p, sizeof(*p), err);
+    return axis_init(n, 2, 0, err);
 }
 
 /*
@@ -945,7 +907,7 @@ static onyx_status gather_init(onyx_node *n, onyx_error *err)
 static onyx_status gather_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
                                 onyx_error *err)
 {
-    const gather_priv *p = n->priv;
+    const axis_priv *p = n->priv;
     const onyx_tensor *x = &in[0];
     const onyx_tensor *ind = &in[1];
     char s[96];
@@ -1030,7 +992,7 @@ static void gather_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
                            onyx_tensor *out)
 {
     (void)ctx;
-    const gather_priv *p = n->priv;
+    const axis_priv *p = n->priv;
     const onyx_tensor *x = &in[0];
     const onyx_tensor *ind = &in[1];
     if (onyx_numel(&out[0]) == 0)
@@ -1130,7 +1092,7 @@ static onyx_status constant_init(onyx_node *n, onyx_error *err)
     }
     if (st != ONYX_OK)
         return st;
-    st = set_priv(n, p, sizeof(*p), err);
+    st = onyx_node_set_priv(n, p, sizeof(*p), err);
     if (st != ONYX_OK)
         return st;
     /* The scalar forms hold their value in the node's own copy of the struct. */
@@ -1189,7 +1151,7 @@ static onyx_status cos_init(onyx_node *n, onyx_error *err)
     if (st != ONYX_OK)
         return st;
     if (!present)
-        return set_priv(n, p, sizeof(*p), err);
+        return onyx_node_set_priv(n, p, sizeof(*p), err);
     char s[96];
     if (t->dtype == ONYX_DTYPE_STRING)
         return onyx_node_err(err, n, ONYX_ERR_UNSUPPORTED,
@@ -1204,7 +1166,7 @@ static onyx_status cos_init(onyx_node *n, onyx_error *err)
                              onyx_shape_str(t, s, sizeof s));
     p->dtype = t->dtype;
     memcpy(p->value, t->data, onyx_dtype_size(t->dtype));
-    return set_priv(n, p, sizeof(*p), err);
+    return onyx_node_set_priv(n, p, sizeof(*p), err);
 }
 
 /* input: (k) int64, all >= 0 -> output: shape input[0..k), every element the value attribute
@@ -1233,14 +1195,14 @@ static onyx_status cos_infer(const onyx_node *n, const onyx_tensor *in, onyx_ten
         if (v != NULL && v[i] < 0)
             return onyx_node_err(err, n, ONYX_ERR_SHAPE,
                                  "input 0 (input) %s has a negative dimension at index %d",
-                                 ints_str(v, len, s, sizeof s), i);
+                                 onyx_ints_str(v, len, s, sizeof s), i);
     }
     int64_t numel;
     if (v != NULL && !onyx_shape_numel(v, (int)len, onyx_dtype_size(p->dtype), &numel))
         return onyx_node_err(err, n, ONYX_ERR_SHAPE,
                              "input 0 (input) %s asks for a %s tensor larger than onyx's "
                              "limit of %lld bytes",
-                             ints_str(v, len, s, sizeof s), onyx_dtype_name(p->dtype),
+                             onyx_ints_str(v, len, s, sizeof s), onyx_dtype_name(p->dtype),
                              (long long)ONYX_MAX_TENSOR_BYTES);
     return ONYX_OK;
 }
@@ -1307,7 +1269,7 @@ static onyx_status expand_infer(const onyx_node *n, const onyx_tensor *in, onyx_
         if (v != NULL && v[i] < 0)
             return onyx_node_err(err, n, ONYX_ERR_SHAPE,
                                  "input 1 (shape) %s has a negative dimension at index %d",
-                                 ints_str(v, len, s, sizeof s), i);
+                                 onyx_ints_str(v, len, s, sizeof s), i);
     }
     st = onyx_broadcast_shape(n, x, &target, &out[0], err);
     if (st != ONYX_OK)

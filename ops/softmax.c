@@ -12,7 +12,6 @@
 #include "ops.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 typedef struct softmax_priv {
@@ -28,13 +27,8 @@ static onyx_status softmax_init(onyx_node *n, onyx_error *err)
     int64_t axis;
     if ((st = onyx_attr_int(n, "axis", n->opset >= 13 ? -1 : 1, &axis, err)) != ONYX_OK)
         return st;
-    softmax_priv *p = malloc(sizeof(*p));
-    if (p == NULL)
-        return onyx_node_err(err, n, ONYX_ERR_NOMEM, "out of memory");
-    p->axis = axis;
-    p->log = strcmp(n->op_type, "LogSoftmax") == 0;
-    n->priv = p;
-    return ONYX_OK;
+    softmax_priv p = {axis, strcmp(n->op_type, "LogSoftmax") == 0};
+    return onyx_node_set_priv(n, &p, sizeof(p), err);
 }
 
 /* x, y: same shape and dtype. */
@@ -44,10 +38,9 @@ static onyx_status softmax_infer(const onyx_node *n, const onyx_tensor *in, onyx
     const softmax_priv *p = n->priv;
     const onyx_tensor *x = &in[0];
     char sx[96];
-    if (!onyx_dtype_is_float(x->dtype))
-        return onyx_node_err(err, n, ONYX_ERR_UNSUPPORTED,
-                             "input has type %s, expected float32, float64, float16 or bfloat16",
-                             onyx_dtype_name(x->dtype));
+    onyx_status st = onyx_node_check_float(n, "input", x->dtype, err);
+    if (st != ONYX_OK)
+        return st;
     if (x->rank == 0)
         return onyx_node_err(err, n, ONYX_ERR_SHAPE, "input is a scalar, expected rank >= 1");
     if (x->rank > 0 && (p->axis < -x->rank || p->axis >= x->rank))

@@ -215,7 +215,7 @@ static onyx_status infer_all(onyx_model *m, onyx_error *err)
                     fold = false;
             }
             if (fold) {
-                onyx_kctx ctx = {ONYX_MODE_INFER, NULL};
+                onyx_kctx ctx = {.mode = ONYX_MODE_INFER};
                 n->impl->forward(n, &ctx, in, out);
                 m->node_const[i] = true;
             } else {

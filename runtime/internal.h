@@ -196,6 +196,12 @@ struct onyx_model {
 typedef struct onyx_kctx {
     onyx_mode mode;
     onyx_rng *rng; /* the session's generator (Dropout without a seed attribute) */
+    /* Training steps only (NULL otherwise): impl->saved_size bytes that forward fills with what
+     * backward needs and cannot recompute (Dropout's mask), kept from forward to backward. */
+    void *saved;
+    /* impl->scratch_size bytes of temporary memory for this call of forward or backward (NULL
+     * when the op declares none); contents are not kept between calls. */
+    void *scratch;
 } onyx_kctx;
 
 enum {
@@ -220,17 +226,43 @@ enum {
  *            alone.
  *  forward:  compute. Cannot fail: everything that could fail was checked by init and infer.
  *            Outputs are distinct buffers from the inputs; inputs must not be written.
- *  backward: reverse-mode gradient (training issue); NULL when the op has none.
+ *            When ctx->saved is not NULL (a training step), also store there what backward needs.
+ *  backward: reverse-mode gradient, after forward of the same step: in/out are the forward's
+ *            tensors (still intact), dout[j] the gradient of the loss w.r.t. output j (same
+ *            shape as out[j]; data NULL when no gradient flows into that output: treat as zero),
+ *            din[i] the gradient w.r.t. input i (same shape as in[i]), to ACCUMULATE into (+=):
+ *            the caller zeroes it. din[i].data is NULL when input i needs no gradient. Gradients
+ *            are float32 (training refuses other parameter types). Cannot fail. NULL when the op
+ *            has no gradient: a graph that needs one is refused when training starts.
+ *  grad_inputs: bit i set = input i is differentiable (gets a gradient when it needs one). Inputs
+ *            without the bit (shapes, indices, Dropout's ratio, BatchNorm's running statistics)
+ *            never get one, and initializers feeding only such inputs are not trained.
+ *  saved_size: bytes forward must keep for backward in a training step (see ctx->saved), for
+ *            the shapes infer just set; NULL = none.
+ *  scratch_size: bytes of temporary memory forward and backward need (ctx->scratch); NULL = none.
+ *  update_state: after a training step's forward, writes the new value of the op's stateful
+ *            inputs (BatchNormalization's running mean and variance, from what forward saved in
+ *            ctx->saved): state[i].data is a writable buffer shaped like in[i] when input i is
+ *            state the trainer keeps, else NULL. NULL = the op has no state.
  */
 typedef struct onyx_op_impl {
     onyx_status (*init)(onyx_node *n, onyx_error *err);
     onyx_status (*infer)(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
                          onyx_error *err);
     void (*forward)(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in, onyx_tensor *out);
-    void (*backward)(void);
+    void (*backward)(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                     const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din);
     void (*fini)(onyx_node *n);
     unsigned flags;
+    uint32_t grad_inputs;
+    size_t (*saved_size)(const onyx_node *n, const onyx_tensor *in, const onyx_tensor *out);
+    size_t (*scratch_size)(const onyx_node *n, const onyx_tensor *in, const onyx_tensor *out);
+    void (*update_state)(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                         onyx_tensor *state);
 } onyx_op_impl;
+
+/* All inputs differentiable (for grad_inputs). */
+#define ONYX_GRAD_ALL 0xffffffffu
 
 typedef struct onyx_op_def {
     const char *domain;
@@ -270,9 +302,51 @@ onyx_status onyx_attr_floats(const onyx_node *n, const char *name, const float *
                              size_t *count, bool *present, onyx_error *err);
 onyx_status onyx_attr_tensor(const onyx_node *n, const char *name, const onyx_tensor **out,
                              bool *present, onyx_error *err);
+/* An int attribute that must be 0 or 1 (keepdims, allowzero): *out = (value == 1), def when
+ * missing. Any other value is ONYX_ERR_INVALID_MODEL naming the node and attribute. */
+onyx_status onyx_attr_flag(const onyx_node *n, const char *name, bool def, bool *out,
+                           onyx_error *err);
 /* True when input i is present (not omitted). */
 bool onyx_node_has_in(const onyx_node *n, int i);
 bool onyx_node_has_out(const onyx_node *n, int i);
+/* Hands a parsed private struct to the node: n->priv = a malloc'd copy of the size bytes at p.
+ * Inits parse into a local struct and call this last, so a failed init leaves nothing behind in
+ * n->priv. ONYX_ERR_NOMEM (naming the node) when the copy cannot be allocated. */
+onyx_status onyx_node_set_priv(onyx_node *n, const void *p, size_t size, onyx_error *err);
+/* Formats count int64 values as "[2,0,-1]" into buf (truncated to size); returns buf. For
+ * messages about attribute and input values. */
+char *onyx_ints_str(const int64_t *v, int64_t count, char *buf, size_t size);
+
+/* ---- dtype checks for ops (runtime/node.c) ------------------------------------------------ */
+
+/* Sets of dtypes as bit masks, bit d for dtype d (every onyx_dtype value is below 32). */
+#define ONYX_DT(d)    (1u << (unsigned)(d))
+#define ONYX_DT_FLOAT (ONYX_DT(ONYX_DTYPE_F16) | ONYX_DT(ONYX_DTYPE_F32) | ONYX_DT(ONYX_DTYPE_F64))
+#define ONYX_DT_BF16  ONYX_DT(ONYX_DTYPE_BF16)
+#define ONYX_DT_SINT                                                                               \
+    (ONYX_DT(ONYX_DTYPE_I8) | ONYX_DT(ONYX_DTYPE_I16) | ONYX_DT(ONYX_DTYPE_I32) |                  \
+     ONYX_DT(ONYX_DTYPE_I64))
+#define ONYX_DT_UINT                                                                               \
+    (ONYX_DT(ONYX_DTYPE_U8) | ONYX_DT(ONYX_DTYPE_U16) | ONYX_DT(ONYX_DTYPE_U32) |                  \
+     ONYX_DT(ONYX_DTYPE_U64))
+#define ONYX_DT_INT (ONYX_DT_SINT | ONYX_DT_UINT)
+
+/* True when dt is in mask. */
+bool onyx_dtype_in(onyx_dtype dt, unsigned mask);
+/* Input `what` (its name in the spec, or its index) must have a dtype in mask: the op's type
+ * constraint. ONYX_DTYPE_UNDEFINED means "not known yet" (load time) and passes. Otherwise
+ * ONYX_ERR_SHAPE: `input X has dtype int32, expected one of: float16, float32, float64`. */
+onyx_status onyx_node_check_dtype(const onyx_node *n, const char *what, onyx_dtype dt,
+                                  unsigned mask, onyx_error *err);
+/* The same for ops that onyx computes in floating point only (float16, bfloat16, float32,
+ * float64), whatever else the spec allows: the error is ONYX_ERR_UNSUPPORTED. */
+onyx_status onyx_node_check_float(const onyx_node *n, const char *what, onyx_dtype dt,
+                                  onyx_error *err);
+/* Input `what` must have the dtype of input `ref_what` (dt == ref), unless either is UNDEFINED
+ * (not known yet). Otherwise ONYX_ERR_SHAPE:
+ * `input B has dtype float64, expected float32 (the dtype of input A)`. */
+onyx_status onyx_node_check_same_dtype(const onyx_node *n, const char *what, onyx_dtype dt,
+                                       const char *ref_what, onyx_dtype ref, onyx_error *err);
 
 /* ---- broadcasting (ops/broadcast.c) ------------------------------------------------------- */
 
@@ -286,6 +360,95 @@ void onyx_broadcast_strides(const onyx_tensor *src, const onyx_tensor *out,
                             int64_t strides[ONYX_MAX_RANK]);
 /* Copies src broadcast to dst's shape (same dtype). */
 void onyx_broadcast_copy(const onyx_tensor *src, onyx_tensor *dst);
+/* True when src broadcasts unidirectionally to dst: src's rank is <= dst's and its dims,
+ * aligned right, are 1 or dst's. Unknown dims (-1) on either side fit anything. */
+bool onyx_broadcast_fits(const onyx_tensor *src, const onyx_tensor *dst);
+
+/*
+ * A broadcast walk: how to visit out = f(a, b) row by row, with no index arithmetic per
+ * element. Planned once per call: out's size-1 dims are dropped and neighbouring dims merged
+ * wherever every source is contiguous across them. What is left is an odometer over the outer
+ * dims and one contiguous inner row of dims[rank-1] elements, along which each source steps by
+ * 1 or 0 (st[s][rank-1]). Same-shape operands collapse to a single row, a scalar operand to a
+ * stride-0 row, a row broadcast to two dims.
+ */
+typedef struct onyx_broadcast_walk {
+    int rank; /* collapsed rank, >= 1; dims[rank-1] is the contiguous inner row */
+    int64_t dims[ONYX_MAX_RANK];
+    int64_t st[2][ONYX_MAX_RANK]; /* element strides of sources a (0) and b (1), 0 if broadcast */
+} onyx_broadcast_walk;
+/* Plans the walk of out (dims known) over sources a and b, each broadcastable to out (see
+ * onyx_broadcast_strides) or NULL (absent: stride 0 throughout). */
+void onyx_broadcast_walk_init(onyx_broadcast_walk *w, const onyx_tensor *out, const onyx_tensor *a,
+                              const onyx_tensor *b);
+/* Moves the odometer idx over the outer dims (all 0 before the first row) and the sources' row
+ * offsets off (likewise 0) from one row to the next. Row i of out starts at i * dims[rank-1]. */
+void onyx_broadcast_walk_next(const onyx_broadcast_walk *w, int64_t idx[ONYX_MAX_RANK],
+                              int64_t off[2]);
+
+/* ---- sessions (runtime/session.c) ------------------------------------------------------- */
+
+struct onyx_session {
+    const onyx_model *m;
+    onyx_mode mode;
+    onyx_rng rng;
+    int threads;
+    onyx_tensor *vals; /* the tensor of every value in the current run */
+    void **buf;        /* session-owned buffer of each node output, or NULL */
+    size_t *cap;       /* its capacity in bytes */
+    bool *fed;         /* input value given in the current run */
+    void **bound;      /* per value: data replacing an initializer's for every run (a trainer's
+                        * parameters), or NULL */
+    bool *run_const;   /* per node: folded at load and independent of bound values: not run */
+    bool training;     /* forward keeps each node's saved buffer for backward */
+    void **saved;      /* per node: impl->saved_size bytes (training) */
+    size_t *saved_cap;
+    void *scratch;     /* impl->scratch_size bytes, shared by all nodes */
+    size_t scratch_cap;
+    onyx_tensor *in;   /* scratch: one node's inputs */
+    onyx_tensor *out;  /* scratch: one node's outputs */
+    char errmsg[ONYX_ERRMSG_SIZE];
+};
+
+/* Makes initializer v read `data` (same dtype and shape, owned by the caller, who keeps it alive
+ * as long as the session) in every run from now on; nodes folded at load that depend on it are
+ * computed again in each run. */
+onyx_status onyx_session_bind(onyx_session *s, int v, void *data);
+/* Sets the session's message and returns code. */
+onyx_status onyx_session_fail(onyx_session *s, onyx_status code, const char *fmt, ...)
+    ONYX_PRINTF(3, 4);
+/* Binds inputs and runs every node (keeping saved buffers when s->training). */
+onyx_status onyx_session_forward(onyx_session *s, size_t n_in, const char *const *in_names,
+                                 const onyx_tensor *inputs);
+/* Index of the value named name, or -1. */
+int onyx_model_find_value(const onyx_model *m, const char *name);
+
+/* ---- optimizers (runtime/optim.c) -------------------------------------------------------- */
+
+typedef struct onyx_optim_config {
+    onyx_optimizer kind;
+    float lr;
+    float momentum;
+    bool nesterov;
+    float weight_decay;
+    float beta1;
+    float beta2;
+    float eps;
+    onyx_schedule schedule;
+    int64_t step_size;
+    float gamma;
+    int64_t total_steps;
+    int64_t warmup;
+} onyx_optim_config;
+
+/* One update of n parameters p from gradients grad; m (SGD momentum buffer or Adam's first
+ * moment) and v (Adam's second moment; unused by SGD) have p's layout. step counts from 1. */
+void onyx_optim_update(const onyx_optim_config *c, float lr, int64_t step, float *p,
+                       const float *grad, float *m, float *v, size_t n);
+/* Learning rate of the update after `step` completed updates (schedule, then warm-up). */
+float onyx_schedule_lr(const onyx_optim_config *c, int64_t step);
+/* Euclidean norm of n floats, accumulated in double in a fixed order. */
+double onyx_grad_norm(const float *g, size_t n);
 
 /* ---- tensor files (runtime/model.c) ------------------------------------------------------ */
 

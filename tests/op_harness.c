@@ -1,6 +1,8 @@
 /* op_harness.c — see op_harness.h. */
 #include "op_harness.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,21 +76,26 @@ void th_attr_string(th_node *t, const char *name, const char *v)
     a->s_len = strlen(v);
 }
 
+/* A malloc'd copy of the size bytes at p, one byte longer so that size 0 allocates too. */
+static void *copy_bytes(const void *p, size_t size)
+{
+    void *q = malloc(size + 1);
+    if (size)
+        memcpy(q, p, size);
+    return q;
+}
+
 void th_attr_ints(th_node *t, const char *name, const int64_t *v, size_t n)
 {
     onyx_attr *a = add_attr(t, name, ONYX_ATTR_INTS);
-    a->ints = malloc(sizeof(int64_t) * (n + 1));
-    if (n)
-        memcpy(a->ints, v, sizeof(int64_t) * n);
+    a->ints = copy_bytes(v, sizeof(int64_t) * n);
     a->n = n;
 }
 
 void th_attr_floats(th_node *t, const char *name, const float *v, size_t n)
 {
     onyx_attr *a = add_attr(t, name, ONYX_ATTR_FLOATS);
-    a->floats = malloc(sizeof(float) * (n + 1));
-    if (n)
-        memcpy(a->floats, v, sizeof(float) * n);
+    a->floats = copy_bytes(v, sizeof(float) * n);
     a->n = n;
 }
 
@@ -96,10 +103,7 @@ void th_attr_tensor(th_node *t, const char *name, const onyx_tensor *v)
 {
     onyx_attr *a = add_attr(t, name, ONYX_ATTR_TENSOR);
     a->t = *v;
-    size_t nb = onyx_nbytes(v);
-    a->t.data = malloc(nb + 1);
-    if (nb)
-        memcpy(a->t.data, v->data, nb);
+    a->t.data = copy_bytes(v->data, onyx_nbytes(v));
 }
 
 void th_attr_raw(th_node *t, const char *name, onyx_attr_type type)
@@ -196,7 +200,7 @@ onyx_status th_run(th_node *t, onyx_mode mode, const onyx_tensor *in, onyx_tenso
         memset(t->out_buf[i], 0xA5, nb + 1);
         out[i].data = t->out_buf[i];
     }
-    onyx_kctx ctx = {mode, &t->rng};
+    onyx_kctx ctx = {.mode = mode, .rng = &t->rng};
     n->impl->forward(n, &ctx, in, out);
     return ONYX_OK;
 }
@@ -229,4 +233,158 @@ onyx_tensor th_omitted(void)
     memset(&t, 0, sizeof(t));
     t.rank = -1;
     return t;
+}
+
+onyx_status th_run_impl(th_node *t, const onyx_op_impl *impl, const onyx_tensor *in,
+                        onyx_tensor *out, void *buf, size_t cap, onyx_error *err)
+{
+    onyx_node *n = th_onyx_node(t);
+    n->impl = impl;
+    onyx_status st = impl->init ? impl->init(n, err) : ONYX_OK;
+    if (st != ONYX_OK)
+        return st;
+    memset(out, 0, sizeof(*out));
+    out[0].rank = -1;
+    st = impl->infer(n, in, out, err);
+    if (st == ONYX_OK && buf != NULL) {
+        if (onyx_nbytes(&out[0]) > cap) {
+            st = onyx_err(err, ONYX_ERR_INTERNAL, "test buffer too small");
+        } else {
+            onyx_kctx ctx = {.mode = ONYX_MODE_INFER};
+            out[0].data = buf;
+            impl->forward(n, &ctx, in, out);
+        }
+    }
+    if (impl->fini)
+        impl->fini(n);
+    else
+        free(n->priv);
+    n->priv = NULL;
+    return st;
+}
+
+/* ---- checking results --------------------------------------------------------------------- */
+
+bool th_dims_eq(const onyx_tensor *t, int rank, const int64_t *dims)
+{
+    if (t->rank != rank)
+        return false;
+    for (int i = 0; i < rank; i++)
+        if (t->dims[i] != dims[i])
+            return false;
+    return true;
+}
+
+int64_t th_numel(int rank, const int64_t *dims)
+{
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++)
+        n *= dims[i];
+    return n;
+}
+
+bool th_close_f32(const float *got, const double *want, int64_t n, double atol, double rtol,
+                  const char *what)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double g = got[i];
+        double w = want[i];
+        if (isnan(w) && isnan(g))
+            continue;
+        if (isinf(w) && g == w)
+            continue;
+        if (!(fabs(g - w) <= atol + rtol * fabs(w))) {
+            fprintf(stderr, "%s: element %lld is %.9g, expected %.9g\n", what, (long long)i, g, w);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool th_close_f64(const double *got, const double *want, int64_t n, double atol, double rtol,
+                  const char *what)
+{
+    for (int64_t i = 0; i < n; i++) {
+        if (!(fabs(got[i] - want[i]) <= atol + rtol * fabs(want[i]))) {
+            fprintf(stderr, "%s: element %lld is %.17g, expected %.17g\n", what, (long long)i,
+                    got[i], want[i]);
+            return false;
+        }
+    }
+    return true;
+}
+
+int64_t th_naive_index(const onyx_tensor *out, const onyx_tensor *src, int64_t flat)
+{
+    int64_t idx = 0;
+    int64_t stride = 1;
+    for (int i = out->rank - 1; i >= 0; i--) {
+        int64_t coord = flat % out->dims[i];
+        flat /= out->dims[i];
+        int is = i - (out->rank - src->rank);
+        if (is >= 0) {
+            if (src->dims[is] != 1)
+                idx += coord * stride;
+            stride *= src->dims[is];
+        }
+    }
+    return idx;
+}
+
+/* ---- deterministic test data -------------------------------------------------------------- */
+
+double th_urand(uint64_t *state, double lo, double hi)
+{
+    uint64_t s = *state;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    *state = s;
+    return lo + (hi - lo) * (double)(s >> 11) / 9007199254740992.0;
+}
+
+float th_frand(uint64_t *state)
+{
+    *state = *state * 6364136223846793005u + 1442695040888963407u;
+    return (float)((*state >> 40) / 8388608.0 - 1.0);
+}
+
+/* ---- the official ONNX conformance data --------------------------------------------------- */
+
+bool th_case_tensor(const char *name, const char *what, int i, onyx_tensor *t, onyx_error *err)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s/test_data_set_0/%s_%d.pb", TH_NODE_DATA, name, what, i);
+    memset(t, 0, sizeof(*t));
+    memset(err, 0, sizeof(*err));
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return false;
+    fclose(f);
+    if (onyx_tensor_read_file(path, t, NULL, err) == ONYX_OK)
+        return true;
+    memset(t, 0, sizeof(*t)); /* a failed read leaves nothing to free */
+    return false;
+}
+
+bool th_case_read(const char *name, int n_in, onyx_tensor *in, int n_out, onyx_tensor *want,
+                  onyx_error *err)
+{
+    memset(err, 0, sizeof(*err));
+    for (int i = 0; i < n_in; i++)
+        memset(&in[i], 0, sizeof(in[i]));
+    for (int i = 0; i < n_out; i++)
+        memset(&want[i], 0, sizeof(want[i]));
+    bool have = true;
+    for (int i = 0; i < n_in && have; i++)
+        have = th_case_tensor(name, "input", i, &in[i], err);
+    for (int i = 0; i < n_out && have; i++)
+        have = th_case_tensor(name, "output", i, &want[i], err);
+    if (!have) {
+        for (int i = 0; i < n_in; i++)
+            onyx_tensor_free(&in[i]);
+        for (int i = 0; i < n_out; i++)
+            onyx_tensor_free(&want[i]);
+    }
+    return have;
 }

@@ -14,91 +14,7 @@
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-
-static double urand(double lo, double hi)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (hi - lo) * (double)(rng_state >> 11) / 9007199254740992.0;
-}
-
-/* got (float32) against want (double): |got - want| <= atol + rtol |want|, NaN matching NaN. */
-static bool close_f32(const float *got, const double *want, int64_t n, double atol, double rtol,
-                      const char *what)
-{
-    for (int64_t i = 0; i < n; i++) {
-        double g = got[i];
-        double w = want[i];
-        if (isnan(w) && isnan(g))
-            continue;
-        if (isinf(w) && g == w)
-            continue;
-        if (!(fabs(g - w) <= atol + rtol * fabs(w))) {
-            fprintf(stderr, "%s: element %lld is %.9g, expected %.9g\n", what, (long long)i, g, w);
-            return false;
-        }
-    }
-    return true;
-}
-
-static bool close_f64(const double *got, const double *want, int64_t n, double atol, double rtol,
-                      const char *what)
-{
-    for (int64_t i = 0; i < n; i++) {
-        if (!(fabs(got[i] - want[i]) <= atol + rtol * fabs(want[i]))) {
-            fprintf(stderr, "%s: element %lld is %.17g, expected %.17g\n", what, (long long)i,
-                    got[i], want[i]);
-            return false;
-        }
-    }
-    return true;
-}
-
-static bool shape_is(const onyx_tensor *t, int rank, const int64_t *dims)
-{
-    if (t->rank != rank)
-        return false;
-    for (int i = 0; i < rank; i++)
-        if (t->dims[i] != dims[i])
-            return false;
-    return true;
-}
-
-static int64_t numel_of(int rank, const int64_t *dims)
-{
-    int64_t n = 1;
-    for (int i = 0; i < rank; i++)
-        n *= dims[i];
-    return n;
-}
-
-/* Runs a node through its impl directly, for opsets ops/ops.def does not list (PRelu-6). */
-static onyx_status run_impl(th_node *t, const onyx_op_impl *impl, const onyx_tensor *in,
-                            onyx_tensor *out, void *buf, size_t cap, onyx_error *err)
-{
-    onyx_node *n = th_onyx_node(t);
-    n->impl = impl;
-    onyx_status st = impl->init ? impl->init(n, err) : ONYX_OK;
-    if (st != ONYX_OK)
-        return st;
-    memset(out, 0, sizeof(*out));
-    out[0].rank = -1;
-    st = impl->infer(n, in, out, err);
-    if (st == ONYX_OK && buf != NULL) {
-        if (onyx_nbytes(&out[0]) > cap) {
-            st = onyx_err(err, ONYX_ERR_INTERNAL, "test buffer too small");
-        } else {
-            onyx_kctx ctx = {ONYX_MODE_INFER, NULL};
-            out[0].data = buf;
-            impl->forward(n, &ctx, in, out);
-        }
-    }
-    free(n->priv);
-    n->priv = NULL;
-    return st;
-}
+static uint64_t rng_state = 0x2545F4914F6CDD1Dull; /* th_urand's, for this file's data */
 
 /* ---- the spec's formulas, in double, written out plainly ---------------------------------- */
 
@@ -166,7 +82,7 @@ static th_node *run_f32(th_node *n, const float *x, int64_t len, onyx_tensor *ou
     onyx_tensor in[1] = {th_f32(1, &len, x)};
     onyx_error err = {0};
     CHECK_OK(th_run(n, ONYX_MODE_INFER, in, out, &err), err.msg);
-    CHECK(out[0].dtype == ONYX_DTYPE_F32 && shape_is(&out[0], 1, &len));
+    CHECK(out[0].dtype == ONYX_DTYPE_F32 && th_dims_eq(&out[0], 1, &len));
     return n;
 }
 
@@ -319,7 +235,7 @@ static void test_act_fast_vs_naive(void)
                     }
                 }
                 for (int64_t i = 0; i < len; i++) {
-                    x[i] = (float)urand(-12, 12);
+                    x[i] = (float)th_urand(&rng_state, -12, 12);
                     x64[i] = x[i];
                     want[i] = ref_act(op, &p, x[i]);
                 }
@@ -329,12 +245,12 @@ static void test_act_fast_vs_naive(void)
                 onyx_tensor out[1];
                 onyx_error err = {0};
                 CHECK_OK(th_run(n32, ONYX_MODE_INFER, in, out, &err), err.msg);
-                CHECK(close_f32(out[0].data, want, len, 1e-6, 2e-6, label));
+                CHECK(th_close_f32(out[0].data, want, len, 1e-6, 2e-6, label));
                 if (strcmp(op, "Celu") != 0) { /* Celu takes float32 only */
                     in[0] = th_tensor(ONYX_DTYPE_F64, 1, &len, x64);
                     CHECK_OK(th_run(n64, ONYX_MODE_INFER, in, out, &err), err.msg);
                     CHECK(out[0].dtype == ONYX_DTYPE_F64);
-                    CHECK(close_f64(out[0].data, want, len, 1e-15, 1e-12, label));
+                    CHECK(th_close_f64(out[0].data, want, len, 1e-15, 1e-12, label));
                 }
                 th_node_free(n32);
                 th_node_free(n64);
@@ -474,7 +390,7 @@ static void test_act_attr_errors(void)
     int64_t dq[3] = {-1, 4, 4};
     onyx_tensor lin[1] = {th_f32(3, dq, NULL)};
     CHECK_OK(th_infer(n, lin, out, &err), err.msg);
-    CHECK(out[0].dtype == ONYX_DTYPE_F32 && shape_is(&out[0], 3, dq));
+    CHECK(out[0].dtype == ONYX_DTYPE_F32 && th_dims_eq(&out[0], 3, dq));
     lin[0].rank = -1;
     CHECK_OK(th_infer(n, lin, out, &err), err.msg);
     CHECK(out[0].rank == -1);
@@ -486,23 +402,11 @@ static void test_act_attr_errors(void)
 /* y = x < 0 ? slope x : x with slope broadcast to x by div/mod (the naive way). */
 static void prelu_naive(const onyx_tensor *x, const onyx_tensor *slope, double *y)
 {
-    int64_t n = numel_of(x->rank, x->dims);
+    int64_t n = th_numel(x->rank, x->dims);
     const float *xf = x->data;
     const float *sf = slope->data;
     for (int64_t f = 0; f < n; f++) {
-        int64_t rest = f;
-        int64_t si = 0;
-        int64_t stride = 1;
-        for (int i = x->rank - 1; i >= 0; i--) {
-            int64_t coord = rest % x->dims[i];
-            rest /= x->dims[i];
-            int is = i - (x->rank - slope->rank);
-            if (is >= 0) {
-                if (slope->dims[is] != 1)
-                    si += coord * stride;
-                stride *= slope->dims[is];
-            }
-        }
+        int64_t si = th_naive_index(x, slope, f);
         y[f] = xf[f] < 0 ? (double)xf[f] * sf[si] : xf[f];
     }
 }
@@ -542,7 +446,7 @@ static void test_prelu(void)
         int64_t ds[1] = {5};
         onyx_tensor in[2] = {th_f32(3, dx, x), th_f32(1, ds, s)};
         CHECK_OK(th_run(n, ONYX_MODE_INFER, in, out, &err), err.msg);
-        CHECK(shape_is(&out[0], 3, dx));
+        CHECK(th_dims_eq(&out[0], 3, dx));
         const float *y = out[0].data;
         CHECK_NEAR(y[0], 1.7640524f);
         CHECK_NEAR(y[5], 0.6571807f);
@@ -572,22 +476,22 @@ static void test_prelu(void)
             {0, {0}, 0, {0}},
         };
         for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
-            int64_t nx = numel_of(cases[c].rx, cases[c].dx);
-            int64_t ns = numel_of(cases[c].rs, cases[c].ds);
+            int64_t nx = th_numel(cases[c].rx, cases[c].dx);
+            int64_t ns = th_numel(cases[c].rs, cases[c].ds);
             float *x = malloc(sizeof(float) * (size_t)(nx + 1));
             float *s = malloc(sizeof(float) * (size_t)(ns + 1));
             double *want = malloc(sizeof(double) * (size_t)(nx + 1));
             for (int64_t i = 0; i < nx; i++)
-                x[i] = (float)urand(-3, 3);
+                x[i] = (float)th_urand(&rng_state, -3, 3);
             for (int64_t i = 0; i < ns; i++)
-                s[i] = (float)urand(-1, 1);
+                s[i] = (float)th_urand(&rng_state, -1, 1);
             onyx_tensor in[2] = {th_f32(cases[c].rx, cases[c].dx, x),
                                  th_f32(cases[c].rs, cases[c].ds, s)};
             prelu_naive(&in[0], &in[1], want);
             th_node *n = th_node_new("PRelu", 16, 2, 1);
             CHECK_OK(th_run(n, ONYX_MODE_INFER, in, out, &err), err.msg);
-            CHECK(shape_is(&out[0], cases[c].rx, cases[c].dx));
-            CHECK(close_f32(out[0].data, want, nx, 0, 1e-7, "PRelu fast vs naive"));
+            CHECK(th_dims_eq(&out[0], cases[c].rx, cases[c].dx));
+            CHECK(th_close_f32(out[0].data, want, nx, 0, 1e-7, "PRelu fast vs naive"));
             th_node_free(n);
             /* the same through the float64 generic path */
             double *x64 = malloc(sizeof(double) * (size_t)(nx + 1));
@@ -600,7 +504,7 @@ static void test_prelu(void)
             in[0] = th_tensor(ONYX_DTYPE_F64, cases[c].rx, cases[c].dx, x64);
             in[1] = th_tensor(ONYX_DTYPE_F64, cases[c].rs, cases[c].ds, s64);
             CHECK_OK(th_run(n, ONYX_MODE_INFER, in, out, &err), err.msg);
-            CHECK(close_f64(out[0].data, want, nx, 0, 1e-15, "PRelu f64 vs naive"));
+            CHECK(th_close_f64(out[0].data, want, nx, 0, 1e-15, "PRelu f64 vs naive"));
             th_node_free(n);
             free(x);
             free(s);
@@ -669,7 +573,8 @@ static void test_prelu(void)
         in[0] = th_f32(2, dx, x);
         in[1] = th_tensor(ONYX_DTYPE_F64, 0, NULL, s64);
         CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_SHAPE);
-        CHECK_MSG(err.msg, "float32 vs float64");
+        CHECK_MSG(err.msg,
+                  "input slope has dtype float64, expected float32 (the dtype of input X)");
         th_node_free(n);
     }
     /* load time: X [?,3,4,4], slope [3,1,1] -> X's shape; unknown rank */
@@ -679,7 +584,7 @@ static void test_prelu(void)
         int64_t ds[3] = {3, 1, 1};
         onyx_tensor in[2] = {th_f32(4, dx, NULL), th_f32(3, ds, NULL)};
         CHECK_OK(th_infer(n, in, out, &err), err.msg);
-        CHECK(shape_is(&out[0], 4, dx));
+        CHECK(th_dims_eq(&out[0], 4, dx));
         in[0].rank = -1;
         CHECK_OK(th_infer(n, in, out, &err), err.msg);
         CHECK(out[0].rank == -1);
@@ -697,28 +602,28 @@ static void test_prelu(void)
         th_node *n = th_node_new("PRelu", 6, 2, 1);
         onyx_tensor in[2] = {th_f32(3, dx, x), th_f32(1, ds, s)};
         float y[24];
-        CHECK_OK(run_impl(n, &onyx_impl_prelu, in, out, y, sizeof y, &err), err.msg);
-        CHECK(shape_is(&out[0], 3, dx));
+        CHECK_OK(th_run_impl(n, &onyx_impl_prelu, in, out, y, sizeof y, &err), err.msg);
+        CHECK(th_dims_eq(&out[0], 3, dx));
         double want[24];
         for (int i = 0; i < 24; i++) {
             int c = (i / 4) % 3;
             want[i] = x[i] < 0 ? (double)x[i] * s[c] : x[i];
         }
-        CHECK(close_f32(y, want, 24, 0, 0, "PRelu-6 per channel"));
+        CHECK(th_close_f32(y, want, 24, 0, 0, "PRelu-6 per channel"));
         /* a one-element slope (test_PReLU_1d) */
         float s1[1] = {0.25f};
         int64_t d1[1] = {1};
         in[1] = th_f32(1, d1, s1);
-        CHECK_OK(run_impl(n, &onyx_impl_prelu, in, out, y, sizeof y, &err), err.msg);
+        CHECK_OK(th_run_impl(n, &onyx_impl_prelu, in, out, y, sizeof y, &err), err.msg);
         for (int i = 0; i < 24; i++)
             want[i] = x[i] < 0 ? (double)x[i] * 0.25 : x[i];
-        CHECK(close_f32(y, want, 24, 0, 0, "PRelu-6 scalar"));
+        CHECK(th_close_f32(y, want, 24, 0, 0, "PRelu-6 scalar"));
         /* load time with an unknown channel count */
         int64_t dq[3] = {2, -1, 4};
         in[0] = th_f32(3, dq, NULL);
         in[1] = th_f32(1, ds, NULL);
-        CHECK_OK(run_impl(n, &onyx_impl_prelu, in, out, NULL, 0, &err), err.msg);
-        CHECK(shape_is(&out[0], 3, dq));
+        CHECK_OK(th_run_impl(n, &onyx_impl_prelu, in, out, NULL, 0, &err), err.msg);
+        CHECK(th_dims_eq(&out[0], 3, dq));
         th_node_free(n);
     }
 }
@@ -915,13 +820,13 @@ static void test_clip(void)
             float lo[1] = {-0.75f};
             float hi[1] = {1.25f};
             for (int64_t i = 0; i < len; i++) {
-                x[i] = (float)urand(-3, 3);
+                x[i] = (float)th_urand(&rng_state, -3, 3);
                 want[i] = fmin(fmax(x[i], lo[0]), hi[0]);
             }
             th_node *n = th_node_new("Clip", 13, 3, 1);
             onyx_tensor in[3] = {th_f32(1, &len, x), th_f32(0, NULL, lo), th_f32(0, NULL, hi)};
             CHECK_OK(th_run(n, ONYX_MODE_INFER, in, out, &err), err.msg);
-            CHECK(close_f32(out[0].data, want, len, 0, 0, "Clip fast vs naive"));
+            CHECK(th_close_f32(out[0].data, want, len, 0, 0, "Clip fast vs naive"));
             th_node_free(n);
             free(x);
             free(want);
@@ -958,7 +863,7 @@ static void test_clip(void)
         onyx_tensor in[3] = {th_f32(2, dq, NULL), th_f32(0, NULL, NULL), th_f32(0, NULL, NULL)};
         in[1].rank = -1;
         CHECK_OK(th_infer(n, in, out, &err), err.msg);
-        CHECK(out[0].dtype == ONYX_DTYPE_F32 && shape_is(&out[0], 2, dq));
+        CHECK(out[0].dtype == ONYX_DTYPE_F32 && th_dims_eq(&out[0], 2, dq));
         th_node_free(n);
     }
 }

@@ -11,14 +11,7 @@
 
 static onyx_error err;
 
-#define CHECK_ERR(expr, code, sub)                                                             \
-    do {                                                                                       \
-        memset(&err, 0, sizeof err);                                                           \
-        onyx_status st_ = (expr);                                                              \
-        CHECK(st_ == (code));                                                                  \
-        CHECK_MSG(err.msg, "node \"test_node\" (Cast");                                        \
-        CHECK_MSG(err.msg, sub);                                                               \
-    } while (0)
+#define CHECK_ERR(expr, code, sub) TH_CHECK_ERR(err, "Cast", expr, code, sub)
 
 /* Casts n elements of x (dtype from) to `to` with a Cast node of the given opset; the result
  * bytes are copied to y. Returns false (and fails a check) if the node fails. */

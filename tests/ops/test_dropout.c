@@ -5,26 +5,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define NODE_DATA "/usr/share/libonnx-testdata/data/node"
-
-/* Reads <case>/test_data_set_0/<what>_<i>.pb of an ONNX conformance case into *t (free with
- * onyx_tensor_free). False when the data is not installed (the caller skips the case); a file
- * that is there but cannot be read is a failure. */
-static bool pb_case(const char *name, const char *what, int i, onyx_tensor *t)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s/test_data_set_0/%s_%d.pb", NODE_DATA, name, what, i);
-    memset(t, 0, sizeof(*t));
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return false;
-    fclose(f);
-    onyx_error err = {0};
-    onyx_status st = onyx_tensor_read_file(path, t, NULL, &err);
-    CHECK_OK(st, err.msg);
-    return st == ONYX_OK;
-}
-
 /* ---- conformance cases, GRAPH mode ------------------------------------------------------- */
 
 typedef struct conf_case {
@@ -66,23 +46,16 @@ static void test_conformance(void)
     int ran = 0;
     for (size_t ci = 0; ci < sizeof(conf_cases) / sizeof(conf_cases[0]); ci++) {
         const conf_case *c = &conf_cases[ci];
-        onyx_tensor in[3] = {0};
-        onyx_tensor want[2] = {0};
-        bool have = true;
-        for (int i = 0; i < c->n_in; i++)
-            have = have && pb_case(c->name, "input", i, &in[i]);
-        for (int i = 0; i < c->n_out; i++)
-            have = have && pb_case(c->name, "output", i, &want[i]);
+        onyx_tensor in[3];
+        onyx_tensor want[2];
+        onyx_error err;
+        bool have = th_case_read(c->name, c->n_in, in, c->n_out, want, &err);
+        CHECK_OK(err.code, err.msg); /* data that is installed must read */
         if (!have) {
-            printf("SKIP %s: conformance data not found under %s\n", c->name, NODE_DATA);
-            for (int i = 0; i < 3; i++)
-                onyx_tensor_free(&in[i]);
-            for (int i = 0; i < 2; i++)
-                onyx_tensor_free(&want[i]);
+            printf("SKIP %s: conformance data not found under %s\n", c->name, TH_NODE_DATA);
             continue;
         }
         ran++;
-        onyx_error err = {0};
         onyx_tensor out[2];
         th_node *n = conf_node(c);
         CHECK_OK(th_run(n, ONYX_MODE_GRAPH, in, out, &err), err.msg);
@@ -131,15 +104,17 @@ static void test_train_mode_matches_reference(void)
 {
     onyx_tensor x = {0};
     onyx_tensor wmask = {0};
-    if (!pb_case("test_dropout_default_mask", "input", 0, &x) ||
-        !pb_case("test_training_dropout_default_mask", "output", 1, &wmask)) {
+    onyx_error err;
+    bool have = th_case_tensor("test_dropout_default_mask", "input", 0, &x, &err) &&
+                th_case_tensor("test_training_dropout_default_mask", "output", 1, &wmask, &err);
+    CHECK_OK(err.code, err.msg); /* data that is installed must read */
+    if (!have) {
         printf("SKIP train-mode reference check: conformance data not found\n");
         onyx_tensor_free(&x);
         return;
     }
     th_node *n = th_node_new("Dropout", 13, 1, 2);
     th_attr_int(n, "seed", 0);
-    onyx_error err = {0};
     onyx_tensor out[2];
     CHECK_OK(th_run(n, ONYX_MODE_TRAIN, &x, out, &err), err.msg);
     int64_t numel = onyx_numel(&x);
@@ -447,7 +422,8 @@ static void test_errors_and_infer(void)
     n = th_node_new("Dropout", 13, 1, 1);
     in[0] = th_tensor(ONYX_DTYPE_I32, 1, d4, xi);
     CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_UNSUPPORTED);
-    CHECK_MSG(err.msg, "input data has type int32, expected float32");
+    CHECK_MSG(err.msg, "input data has dtype int32, expected one of: float16, bfloat16, float32, "
+                       "float64");
     th_node_free(n);
 
     /* Arity: opsets before 12 take one input. */

@@ -6,47 +6,20 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define NODE_DATA "/usr/share/libonnx-testdata/data/node"
-
-/* Reads <case>/test_data_set_0/<what>_<i>.pb of an ONNX conformance case into *t (free with
- * onyx_tensor_free). False when the data is not installed (the caller skips the case); a file
- * that is there but cannot be read is a failure. */
-static bool pb_case(const char *name, const char *what, int i, onyx_tensor *t)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s/test_data_set_0/%s_%d.pb", NODE_DATA, name, what, i);
-    memset(t, 0, sizeof(*t));
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return false;
-    fclose(f);
-    onyx_error err = {0};
-    onyx_status st = onyx_tensor_read_file(path, t, NULL, &err);
-    CHECK_OK(st, err.msg);
-    return st == ONYX_OK;
-}
-
 /* Runs node n (n_in inputs, n_out outputs) on the case's inputs in mode and compares every
  * output with the recorded one to atol + rtol*|want|. */
 static void run_conformance(th_node *n, const char *name, int n_in, int n_out, onyx_mode mode,
                             double atol, double rtol)
 {
-    onyx_tensor in[5] = {0};
-    onyx_tensor want[5] = {0};
-    bool have = true;
-    for (int i = 0; i < n_in; i++)
-        have = have && pb_case(name, "input", i, &in[i]);
-    for (int i = 0; i < n_out; i++)
-        have = have && pb_case(name, "output", i, &want[i]);
+    onyx_tensor in[5];
+    onyx_tensor want[5];
+    onyx_error err;
+    bool have = th_case_read(name, n_in, in, n_out, want, &err);
+    CHECK_OK(err.code, err.msg); /* data that is installed must read */
     if (!have) {
-        printf("SKIP %s: conformance data not found under %s\n", name, NODE_DATA);
-        for (int i = 0; i < 5; i++) {
-            onyx_tensor_free(&in[i]);
-            onyx_tensor_free(&want[i]);
-        }
+        printf("SKIP %s: conformance data not found under %s\n", name, TH_NODE_DATA);
         return;
     }
-    onyx_error err = {0};
     onyx_tensor out[5];
     CHECK_OK(th_run(n, mode, in, out, &err), err.msg);
     for (int o = 0; o < n_out; o++) {
@@ -69,12 +42,7 @@ static void run_conformance(th_node *n, const char *name, int n_in, int n_out, o
         onyx_tensor_free(&want[i]);
 }
 
-static uint64_t lcg_state = 0x2545f4914f6cdd1du;
-static float frand(void)
-{
-    lcg_state = lcg_state * 6364136223846793005u + 1442695040888963407u;
-    return (float)((lcg_state >> 40) / 8388608.0 - 1.0);
-}
+static uint64_t lcg_state = 0x2545f4914f6cdd1du; /* th_frand's, for this file's data */
 
 /* ---- BatchNormalization ------------------------------------------------------------------- */
 
@@ -184,12 +152,12 @@ static void check_bn(th_node *n, int n_out, onyx_mode mode, bool training, float
 static void test_bn_modes(void)
 {
     for (int i = 0; i < BN_N * BN_C * BN_S; i++)
-        bx[i] = frand() * 3.0f + (float)(i % BN_C);
+        bx[i] = th_frand(&lcg_state) * 3.0f + (float)(i % BN_C);
     for (int c = 0; c < BN_C; c++) {
-        bscale[c] = 0.5f + frand();
-        bbias[c] = frand();
-        bmean[c] = frand();
-        bvar[c] = 0.5f + 0.5f * frand();
+        bscale[c] = 0.5f + th_frand(&lcg_state);
+        bbias[c] = th_frand(&lcg_state);
+        bmean[c] = th_frand(&lcg_state);
+        bvar[c] = 0.5f + 0.5f * th_frand(&lcg_state);
     }
     const float eps = 1e-5f;
     const float mom = 0.9f;
@@ -350,18 +318,20 @@ static void test_bn_errors_infer(void)
     in[3] = th_tensor(ONYX_DTYPE_F64, 1, c3, buf);
     n = th_node_new("BatchNormalization", 9, 5, 1);
     CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_SHAPE);
-    CHECK_MSG(err.msg, "input input_mean has type float64, expected float32 (the type of X)");
+    CHECK_MSG(err.msg,
+              "input input_mean has dtype float64, expected float32 (the dtype of input X)");
     th_node_free(n);
     n = th_node_new("BatchNormalization", 15, 5, 1);
     CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_SHAPE);
-    CHECK_MSG(err.msg, "input input_var has type float32, expected float64 (the type of "
+    CHECK_MSG(err.msg, "input input_var has dtype float32, expected float64 (the dtype of input "
                        "input_mean)");
     th_node_free(n);
     in[3] = th_f32(1, c3, buf);
     in[0] = th_tensor(ONYX_DTYPE_I32, 4, xd, buf);
     n = th_node_new("BatchNormalization", 15, 5, 1);
     CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_UNSUPPORTED);
-    CHECK_MSG(err.msg, "input X has type int32, expected float32");
+    CHECK_MSG(err.msg, "input X has dtype int32, expected one of: float16, bfloat16, float32, "
+                       "float64");
     th_node_free(n);
     in[0] = th_f32(0, NULL, buf);
     n = th_node_new("BatchNormalization", 15, 5, 1);
@@ -468,9 +438,9 @@ static void test_ln_axes(void)
     float w[TOTAL];
     float b[TOTAL];
     for (int i = 0; i < TOTAL; i++) {
-        x[i] = frand() * 5.0f + 1.0f;
-        w[i] = frand();
-        b[i] = frand();
+        x[i] = th_frand(&lcg_state) * 5.0f + 1.0f;
+        w[i] = th_frand(&lcg_state);
+        b[i] = th_frand(&lcg_state);
     }
     int64_t ident[TOTAL];
     for (int i = 0; i < TOTAL; i++)
@@ -622,7 +592,7 @@ static void test_ln_errors_infer(void)
     in[1] = th_f32(1, (const int64_t[]){4}, buf);
     in[2] = th_tensor(ONYX_DTYPE_F64, 1, (const int64_t[]){4}, buf);
     CHECK(th_run(n, ONYX_MODE_INFER, in, out, &err) == ONYX_ERR_SHAPE);
-    CHECK_MSG(err.msg, "input B has type float64, expected float32 (the type of X)");
+    CHECK_MSG(err.msg, "input B has dtype float64, expected float32 (the dtype of input X)");
     th_node_free(n);
 
     n = th_node_new("LayerNormalization", 17, 2, 1);

@@ -13,26 +13,8 @@
 
 static onyx_error err;
 
-static bool dims_eq(const onyx_tensor *t, int rank, const int64_t *d)
-{
-    if (t->rank != rank)
-        return false;
-    for (int i = 0; i < rank; i++)
-        if (t->dims[i] != d[i])
-            return false;
-    return true;
-}
-
-#define CHECK_DIMS(t, rank, dims) CHECK(dims_eq(&(t), rank, dims))
-
-#define CHECK_ERR(expr, code, sub)                                                             \
-    do {                                                                                       \
-        memset(&err, 0, sizeof err);                                                           \
-        onyx_status st_ = (expr);                                                              \
-        CHECK(st_ == (code));                                                                  \
-        CHECK_MSG(err.msg, "node \"test_node\" (Reduce");                                      \
-        CHECK_MSG(err.msg, sub);                                                               \
-    } while (0)
+#define CHECK_DIMS(t, rank, dims) CHECK(th_dims_eq(&(t), rank, dims))
+#define CHECK_ERR(expr, code, sub)  TH_CHECK_ERR(err, "Reduce", expr, code, sub)
 
 static bool f32_near(const onyx_tensor *t, const float *v, int64_t n)
 {

@@ -13,28 +13,10 @@
 
 static onyx_error err;
 
-static bool dims_eq(const onyx_tensor *t, int rank, const int64_t *d)
-{
-    if (t->rank != rank)
-        return false;
-    for (int i = 0; i < rank; i++)
-        if (t->dims[i] != d[i])
-            return false;
-    return true;
-}
-
 /* out's rank and dims are exactly these (rank 0: pass D(0)). */
-#define CHECK_DIMS(t, rank, dims) CHECK(dims_eq(&(t), rank, dims))
-
+#define CHECK_DIMS(t, rank, dims) CHECK(th_dims_eq(&(t), rank, dims))
 /* expr fails with code and a message that names the node and contains sub. */
-#define CHECK_ERR(expr, code, sub)                                                             \
-    do {                                                                                       \
-        memset(&err, 0, sizeof err);                                                           \
-        onyx_status st_ = (expr);                                                              \
-        CHECK(st_ == (code));                                                                  \
-        CHECK_MSG(err.msg, "node \"test_node\"");                                              \
-        CHECK_MSG(err.msg, sub);                                                               \
-    } while (0)
+#define CHECK_ERR(expr, code, sub) TH_CHECK_ERR(err, "", expr, code, sub)
 
 static bool f32_eq(const onyx_tensor *t, const float *v, int64_t n)
 {

@@ -292,6 +292,158 @@ typedef struct onyx_mlp_spec {
 ONYX_API ONYX_NODISCARD onyx_status onyx_mlp_write(const onyx_mlp_spec *spec, const char *path,
                                                    onyx_error *err);
 
+
+/* ---- training ----------------------------------------------------------------------------- */
+
+/*
+ * A trainer fine-tunes a model: it owns a copy of the trainable parameters (by default every
+ * float32 initializer of rank >= 1 that has a differentiable path to the loss), their gradients
+ * and the optimizer state, each in one flat buffer. Training steps run in ONYX_MODE_TRAIN
+ * (Dropout on, BatchNormalization on batch statistics, its running statistics updated as the
+ * spec says); evaluation and export run in ONYX_MODE_INFER. A trainer is used by one thread at a
+ * time. Everything random follows from the seed: the same steps with the same seed give
+ * bit-identical parameters, also across a checkpoint and resume.
+ */
+typedef struct onyx_trainer onyx_trainer;
+
+typedef enum onyx_loss {
+    ONYX_LOSS_CE = 0, /* softmax cross-entropy on logits; int64 class targets [batch] */
+    ONYX_LOSS_NLL,    /* negative log-likelihood on log-probabilities; int64 targets */
+    ONYX_LOSS_MSE,    /* mean squared error; float targets shaped like the output */
+    ONYX_LOSS_L1,     /* mean absolute error */
+    ONYX_LOSS_BCE     /* binary cross-entropy with logits; float targets in [0, 1] */
+} onyx_loss;
+
+typedef enum onyx_optimizer {
+    ONYX_OPTIMIZER_SGD = 0, /* momentum, Nesterov, (L2) weight decay as torch.optim.SGD */
+    ONYX_OPTIMIZER_ADAM,    /* torch.optim.Adam (L2 weight decay added to the gradient) */
+    ONYX_OPTIMIZER_ADAMW    /* torch.optim.AdamW (decoupled weight decay) */
+} onyx_optimizer;
+
+typedef enum onyx_schedule {
+    ONYX_SCHEDULE_CONSTANT = 0,
+    ONYX_SCHEDULE_STEP,   /* lr * gamma^(floor(step / step_size)) */
+    ONYX_SCHEDULE_COSINE  /* lr * (1 + cos(pi * step / total_steps)) / 2 */
+} onyx_schedule;
+
+/* Options; onyx_train_options_init() sets PyTorch's defaults, then change what you need. */
+typedef struct onyx_train_options {
+    onyx_loss loss;
+    const char *input;  /* graph input fed with the batch; NULL = the first */
+    const char *output; /* graph output the loss is attached to; NULL = the first. An output made
+                         * by Softmax/LogSoftmax gets the matching loss without a second softmax. */
+    onyx_optimizer optimizer;
+    float lr;           /* 0.01 for SGD, 0.001 for Adam/AdamW when left at 0 */
+    float momentum;     /* SGD; 0 */
+    bool nesterov;      /* SGD */
+    float weight_decay; /* 0 for SGD/Adam; AdamW uses 0.01 when left at -1 (the default) */
+    float beta1;        /* 0.9 */
+    float beta2;        /* 0.999 */
+    float eps;          /* 1e-8 */
+    onyx_schedule schedule;
+    int64_t step_size;   /* STEP: steps between decays */
+    float gamma;         /* STEP: 0.1 */
+    int64_t total_steps; /* COSINE: length of the cosine */
+    int64_t warmup;      /* linear warm-up steps from lr/warmup to lr (0: none) */
+    float clip_grad_norm; /* clip the global gradient norm to this; 0 = off */
+    const char *const *freeze; /* glob patterns (fnmatch) of initializer names not to train */
+    size_t n_freeze;
+    uint64_t seed; /* Dropout masks */
+} onyx_train_options;
+
+ONYX_API void onyx_train_options_init(onyx_train_options *opt);
+
+/*
+ * Creates a trainer for the model file at model_path (read whole; external data resolved beside
+ * it). Refused, with the names in the message, when a parameter reaches the loss only through an
+ * op without a gradient, or a trainable initializer is not float32. Parameters the loss does not
+ * reach are left frozen (onyx_trainer_param_* lists the trained ones).
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_trainer_create(const char *model_path,
+                                                        const onyx_train_options *opt,
+                                                        onyx_trainer **out, onyx_error *err);
+ONYX_API void onyx_trainer_destroy(onyx_trainer *t);
+/* Message of the last failed call on t. Owned by t; valid until the next call. */
+ONYX_API const char *onyx_trainer_errmsg(const onyx_trainer *t);
+
+/*
+ * One optimisation step on a batch: forward in train mode, loss, backward, clipping, update.
+ * x: the batch for the input; y: the targets (see onyx_loss). *loss (may be NULL) gets the batch's
+ * mean loss. A loss or gradient that is not finite stops the step before any parameter changes:
+ * ONYX_ERR_INVALID_ARG with a message naming the step and the first node whose output is not
+ * finite (or the parameter).
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_trainer_step(onyx_trainer *t, const onyx_tensor *x,
+                                                      const onyx_tensor *y, float *loss);
+/*
+ * Evaluates a batch in inference mode (Dropout off, running statistics): *loss (may be NULL) the
+ * mean loss, *correct (may be NULL) for CE/NLL the number of rows whose arg-max is the target.
+ * Parameters do not change.
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_trainer_eval(onyx_trainer *t, const onyx_tensor *x,
+                                                      const onyx_tensor *y, float *loss,
+                                                      int64_t *correct);
+/*
+ * Runs the model in inference mode on x with the current parameters; *out (data NULL on entry)
+ * is set to the output the loss is attached to, in trainer memory valid until the next call.
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_trainer_predict(onyx_trainer *t, const onyx_tensor *x,
+                                                         onyx_tensor *out);
+
+/* Where training stands; saved in checkpoints. Steps count optimizer updates. */
+typedef struct onyx_train_progress {
+    int64_t step;
+    int64_t epoch;     /* the caller's: the trainer only stores it */
+    int64_t position;  /* the caller's: samples of the epoch consumed */
+    uint64_t data_seed; /* the caller's: seed of its data order */
+    float last_loss;
+} onyx_train_progress;
+ONYX_API void onyx_trainer_progress(const onyx_trainer *t, onyx_train_progress *p);
+/* Stores the caller's fields (epoch, position, data_seed) for the next checkpoint. */
+ONYX_API void onyx_trainer_set_progress(onyx_trainer *t, int64_t epoch, int64_t position,
+                                        uint64_t data_seed);
+/* The learning rate the next step will use (after schedule and warm-up). */
+ONYX_API float onyx_trainer_lr(const onyx_trainer *t);
+
+/* Trained parameters: how many tensors, and the name and element count of tensor i. */
+ONYX_API size_t onyx_trainer_param_count(const onyx_trainer *t);
+ONYX_API const char *onyx_trainer_param_name(const onyx_trainer *t, size_t i, int64_t *numel);
+/* Copies parameter `name`'s current values into dst (numel floats). */
+ONYX_API ONYX_NODISCARD onyx_status onyx_trainer_get_param(onyx_trainer *t, const char *name,
+                                                           float *dst, int64_t numel);
+
+/*
+ * Writes a checkpoint: one zip holding model.onnx (the whole model with the current weights,
+ * loadable by any ONNX runtime), training_state.pb (step, progress, optimizer, hyper-parameters,
+ * optimizer state, generator state) and manifest.txt. Crash-safe: a temporary file, flushed and
+ * renamed over path, so a crash at any moment leaves the previous checkpoint intact.
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_trainer_save(onyx_trainer *t, const char *path);
+/*
+ * Resumes from a checkpoint written by onyx_trainer_save for the same model: parameters, optimizer
+ * state, step, progress and generator come back exactly. A corrupt, truncated or foreign file, or
+ * one whose tensors do not match the model's parameters, is refused and t is unchanged.
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_trainer_load(onyx_trainer *t, const char *path);
+/* Writes the inference model: the original graph with the trained weights. */
+ONYX_API ONYX_NODISCARD onyx_status onyx_trainer_export(onyx_trainer *t, const char *path);
+
+/* What a checkpoint file holds, without a trainer (for `onyx info CKPT.zip`). Strings are written
+ * into the caller's buffers. */
+typedef struct onyx_checkpoint_info {
+    onyx_train_progress progress;
+    char optimizer[16];
+    char loss[16];
+    float lr;
+    int64_t n_params;
+} onyx_checkpoint_info;
+ONYX_API ONYX_NODISCARD onyx_status onyx_checkpoint_info_read(const char *path,
+                                                              onyx_checkpoint_info *info,
+                                                              onyx_error *err);
+/* Writes the model.onnx of a checkpoint to out_path (`onyx export`). */
+ONYX_API ONYX_NODISCARD onyx_status onyx_checkpoint_export(const char *path, const char *out_path,
+                                                           onyx_error *err);
+
 #ifdef __cplusplus
 }
 #endif

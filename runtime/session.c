@@ -13,20 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct onyx_session {
-    const onyx_model *m;
-    onyx_mode mode;
-    onyx_rng rng;
-    int threads;
-    onyx_tensor *vals; /* the tensor of every value in the current run */
-    void **buf;        /* session-owned buffer of each node output, or NULL */
-    size_t *cap;       /* its capacity in bytes */
-    bool *fed;         /* input value given in the current run */
-    onyx_tensor *in;   /* scratch: one node's inputs */
-    onyx_tensor *out;  /* scratch: one node's outputs */
-    char errmsg[ONYX_ERRMSG_SIZE];
-};
-
 void onyx_session_options_init(onyx_session_options *opt)
 {
     memset(opt, 0, sizeof(*opt));
@@ -67,12 +53,19 @@ onyx_status onyx_session_create(const onyx_model *model, const onyx_session_opti
     s->buf = onyx_calloc(nv, sizeof(void *));
     s->cap = onyx_calloc(nv, sizeof(size_t));
     s->fed = onyx_calloc(nv, sizeof(bool));
+    s->bound = onyx_calloc(nv, sizeof(void *));
+    s->run_const = onyx_calloc((size_t)model->n_nodes + 1, sizeof(bool));
+    s->saved = onyx_calloc((size_t)model->n_nodes + 1, sizeof(void *));
+    s->saved_cap = onyx_calloc((size_t)model->n_nodes + 1, sizeof(size_t));
     s->in = onyx_calloc((size_t)model->max_in + 1, sizeof(onyx_tensor));
     s->out = onyx_calloc((size_t)model->max_out + 1, sizeof(onyx_tensor));
-    if (!s->vals || !s->buf || !s->cap || !s->fed || !s->in || !s->out) {
+    if (!s->vals || !s->buf || !s->cap || !s->fed || !s->bound || !s->run_const || !s->saved ||
+        !s->saved_cap || !s->in || !s->out) {
         onyx_session_destroy(s);
         return onyx_err(err, ONYX_ERR_NOMEM, "onyx_session_create: out of memory");
     }
+    if (model->n_nodes > 0)
+        memcpy(s->run_const, model->node_const, sizeof(bool) * (size_t)model->n_nodes);
     *out = s;
     return ONYX_OK;
 }
@@ -84,6 +77,14 @@ void onyx_session_destroy(onyx_session *s)
     if (s->buf)
         for (int i = 0; i < s->m->n_values; i++)
             free(s->buf[i]);
+    if (s->saved)
+        for (int i = 0; i < s->m->n_nodes; i++)
+            free(s->saved[i]);
+    free(s->saved);
+    free(s->saved_cap);
+    free(s->scratch);
+    free(s->bound);
+    free(s->run_const);
     free(s->buf);
     free(s->cap);
     free(s->vals);
@@ -118,9 +119,7 @@ const char *onyx_session_errmsg(const onyx_session *s)
     return s ? s->errmsg : "";
 }
 
-static onyx_status fail(onyx_session *s, onyx_status code, const char *fmt, ...) ONYX_PRINTF(3, 4);
-
-static onyx_status fail(onyx_session *s, onyx_status code, const char *fmt, ...)
+onyx_status onyx_session_fail(onyx_session *s, onyx_status code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -129,7 +128,7 @@ static onyx_status fail(onyx_session *s, onyx_status code, const char *fmt, ...)
     return code;
 }
 
-static int find_value(const onyx_model *m, const char *name)
+int onyx_model_find_value(const onyx_model *m, const char *name)
 {
     for (int i = 0; i < m->n_values; i++)
         if (strcmp(m->values[i].name, name) == 0)
@@ -145,15 +144,16 @@ static onyx_status check_input(onyx_session *s, int v, const onyx_tensor *t)
     char got[128];
     char want[160];
     if (t->dtype != d->dtype)
-        return fail(s, ONYX_ERR_SHAPE, "input \"%s\" has dtype %s, expected %s", val->name,
-                    onyx_dtype_name(t->dtype), onyx_dtype_name(d->dtype));
+        return onyx_session_fail(s, ONYX_ERR_SHAPE, "input \"%s\" has dtype %s, expected %s",
+                                 val->name, onyx_dtype_name(t->dtype), onyx_dtype_name(d->dtype));
     if (t->rank < 0 || t->rank > ONYX_MAX_RANK)
-        return fail(s, ONYX_ERR_SHAPE, "input \"%s\" has rank %d, expected 0 to %d", val->name,
-                    t->rank, ONYX_MAX_RANK);
+        return onyx_session_fail(s, ONYX_ERR_SHAPE, "input \"%s\" has rank %d, expected 0 to %d",
+                                 val->name, t->rank, ONYX_MAX_RANK);
     int64_t numel;
     if (!onyx_shape_numel(t->dims, t->rank, onyx_dtype_size(t->dtype), &numel))
-        return fail(s, ONYX_ERR_SHAPE, "input \"%s\" has shape %s: negative or too large",
-                    val->name, onyx_shape_str(t, got, sizeof got));
+        return onyx_session_fail(s, ONYX_ERR_SHAPE,
+                                 "input \"%s\" has shape %s: negative or too large", val->name,
+                                 onyx_shape_str(t, got, sizeof got));
     bool bad = d->rank >= 0 && d->rank != t->rank;
     for (int i = 0; !bad && d->rank >= 0 && i < d->rank; i++)
         bad = d->dims[i] >= 0 && d->dims[i] != t->dims[i];
@@ -170,11 +170,11 @@ static onyx_status check_input(onyx_session *s, int v, const onyx_tensor *t)
         }
         if (used < sizeof want)
             snprintf(want + used, sizeof want - used, "]");
-        return fail(s, ONYX_ERR_SHAPE, "input \"%s\" has shape %s, expected %s", val->name,
-                    onyx_shape_str(t, got, sizeof got), want);
+        return onyx_session_fail(s, ONYX_ERR_SHAPE, "input \"%s\" has shape %s, expected %s",
+                                 val->name, onyx_shape_str(t, got, sizeof got), want);
     }
     if (numel > 0 && t->data == NULL)
-        return fail(s, ONYX_ERR_INVALID_ARG, "input \"%s\" has no data", val->name);
+        return onyx_session_fail(s, ONYX_ERR_INVALID_ARG, "input \"%s\" has no data", val->name);
     return ONYX_OK;
 }
 
@@ -183,19 +183,23 @@ static onyx_status bind_inputs(onyx_session *s, size_t n_in, const char *const *
 {
     const onyx_model *m = s->m;
     if (n_in > 0 && (in_names == NULL || inputs == NULL))
-        return fail(s, ONYX_ERR_INVALID_ARG, "onyx_session_run: in_names or inputs is NULL");
+        return onyx_session_fail(s, ONYX_ERR_INVALID_ARG,
+                                 "onyx_session_run: in_names or inputs is NULL");
     for (int i = 0; i < m->n_values; i++) {
         const onyx_value *v = &m->values[i];
         s->fed[i] = false;
         if (v->kind == ONYX_VALUE_INITIALIZER ||
-            (v->kind == ONYX_VALUE_NODE && v->producer >= 0 && m->node_const[v->producer]))
+            (v->kind == ONYX_VALUE_NODE && v->producer >= 0 && s->run_const[v->producer]))
             s->vals[i] = v->info;
+        if (s->bound[i] != NULL)
+            s->vals[i].data = s->bound[i];
     }
     for (size_t k = 0; k < n_in; k++) {
         const char *name = in_names[k];
         if (name == NULL)
-            return fail(s, ONYX_ERR_INVALID_ARG, "onyx_session_run: input name %zu is NULL", k);
-        int v = find_value(m, name);
+            return onyx_session_fail(s, ONYX_ERR_INVALID_ARG,
+                                     "onyx_session_run: input name %zu is NULL", k);
+        int v = onyx_model_find_value(m, name);
         if (v < 0 || !m->values[v].is_graph_input) {
             char list[256];
             size_t used = 0;
@@ -203,11 +207,12 @@ static onyx_status bind_inputs(onyx_session *s, size_t n_in, const char *const *
             for (int i = 0; i < m->n_inputs && used < sizeof list; i++)
                 used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "",
                                          m->values[m->inputs[i]].name);
-            return fail(s, ONYX_ERR_INVALID_ARG, "\"%s\" is not an input of the model (inputs: %s)",
-                        name, m->n_inputs ? list : "none");
+            return onyx_session_fail(s, ONYX_ERR_INVALID_ARG,
+                                     "\"%s\" is not an input of the model (inputs: %s)", name,
+                                     m->n_inputs ? list : "none");
         }
         if (s->fed[v])
-            return fail(s, ONYX_ERR_INVALID_ARG, "input \"%s\" is given twice", name);
+            return onyx_session_fail(s, ONYX_ERR_INVALID_ARG, "input \"%s\" is given twice", name);
         onyx_status st = check_input(s, v, &inputs[k]);
         if (st != ONYX_OK)
             return st;
@@ -216,36 +221,60 @@ static onyx_status bind_inputs(onyx_session *s, size_t n_in, const char *const *
     }
     for (int i = 0; i < m->n_inputs; i++)
         if (!s->fed[m->inputs[i]])
-            return fail(s, ONYX_ERR_INVALID_ARG, "input \"%s\" was not given",
-                        m->values[m->inputs[i]].name);
+            return onyx_session_fail(s, ONYX_ERR_INVALID_ARG, "input \"%s\" was not given",
+                                     m->values[m->inputs[i]].name);
     return ONYX_OK;
 }
 
-/* Gives value v a session buffer of at least nbytes (64-byte aligned); grows only. */
-static onyx_status ensure_buffer(onyx_session *s, int v, size_t nbytes)
+/* Grows *buf to at least size bytes (64-byte aligned); contents are not kept. */
+static bool grow(void **buf, size_t *cap, size_t size)
 {
-    size_t want = (nbytes + 63) & ~(size_t)63;
-    if (want == 0)
-        want = 64;
-    if (s->buf[v] != NULL && s->cap[v] >= want)
-        return ONYX_OK;
-    void *p = aligned_alloc(64, want);
+    if (size <= *cap && *buf != NULL)
+        return true;
+    size_t want = (size + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, want ? want : 64);
     if (p == NULL)
-        return fail(s, ONYX_ERR_NOMEM, "out of memory for \"%s\" (%zu bytes)",
-                    s->m->values[v].name, nbytes);
-    free(s->buf[v]);
-    s->buf[v] = p;
-    s->cap[v] = want;
+        return false;
+    free(*buf);
+    *buf = p;
+    *cap = want;
+    return true;
+}
+
+/* Scratch and (when training) saved memory for node i, into ctx. */
+static onyx_status node_memory(onyx_session *s, int i, onyx_kctx *ctx)
+{
+    const onyx_node *n = &s->m->nodes[i];
+    if (n->impl->scratch_size) {
+        size_t need = n->impl->scratch_size(n, s->in, s->out);
+        if (need > 0) {
+            if (!grow(&s->scratch, &s->scratch_cap, need))
+                return onyx_session_fail(s, ONYX_ERR_NOMEM,
+                                         "node \"%s\" (%s): out of memory for %zu bytes of scratch",
+                                         n->name, n->op_type, need);
+            ctx->scratch = s->scratch;
+        }
+    }
+    if (s->training && n->impl->saved_size) {
+        size_t need = n->impl->saved_size(n, s->in, s->out);
+        if (need > 0) {
+            if (!grow(&s->saved[i], &s->saved_cap[i], need))
+                return onyx_session_fail(
+                    s, ONYX_ERR_NOMEM,
+                    "node \"%s\" (%s): out of memory for %zu bytes kept for backward", n->name,
+                    n->op_type, need);
+            ctx->saved = s->saved[i];
+        }
+    }
     return ONYX_OK;
 }
 
 static onyx_status run_nodes(onyx_session *s)
 {
     const onyx_model *m = s->m;
-    onyx_kctx ctx = {s->mode, &s->rng};
     onyx_error err;
     for (int i = 0; i < m->n_nodes; i++) {
-        if (m->node_const[i])
+        if (s->run_const[i])
             continue;
         const onyx_node *n = &m->nodes[i];
         for (int j = 0; j < n->n_in; j++) {
@@ -262,7 +291,7 @@ static onyx_status run_nodes(onyx_session *s)
         }
         onyx_status st = n->impl->infer(n, s->in, s->out, &err);
         if (st != ONYX_OK)
-            return fail(s, st, "%s", err.msg);
+            return onyx_session_fail(s, st, "%s", err.msg);
         for (int j = 0; j < n->n_out; j++) {
             int v = n->out[j];
             if (v < 0)
@@ -270,20 +299,26 @@ static onyx_status run_nodes(onyx_session *s)
             onyx_tensor *o = &s->out[j];
             int64_t numel;
             if (!onyx_shape_known(o) || o->dtype == ONYX_DTYPE_UNDEFINED)
-                return fail(s, ONYX_ERR_INTERNAL,
-                            "node \"%s\" (%s): output %d has no shape after inference", n->name,
-                            n->op_type, j);
+                return onyx_session_fail(s, ONYX_ERR_INTERNAL,
+                                         "node \"%s\" (%s): output %d has no shape after inference",
+                                         n->name, n->op_type, j);
             if (!onyx_shape_numel(o->dims, o->rank, onyx_dtype_size(o->dtype), &numel)) {
                 char sh[128];
-                return fail(s, ONYX_ERR_SHAPE, "node \"%s\" (%s): output \"%s\" of shape %s is too large",
-                            n->name, n->op_type, m->values[v].name, onyx_shape_str(o, sh, sizeof sh));
+                return onyx_session_fail(
+                    s, ONYX_ERR_SHAPE, "node \"%s\" (%s): output \"%s\" of shape %s is too large",
+                    n->name, n->op_type, m->values[v].name, onyx_shape_str(o, sh, sizeof sh));
             }
-            st = ensure_buffer(s, v, (size_t)numel * onyx_dtype_size(o->dtype));
-            if (st != ONYX_OK)
-                return st;
+            size_t nb = (size_t)numel * onyx_dtype_size(o->dtype);
+            if (!grow(&s->buf[v], &s->cap[v], nb))
+                return onyx_session_fail(s, ONYX_ERR_NOMEM, "out of memory for \"%s\" (%zu bytes)",
+                                         m->values[v].name, nb);
             o->data = s->buf[v];
             s->vals[v] = *o;
         }
+        onyx_kctx ctx = {.mode = s->mode, .rng = &s->rng};
+        st = node_memory(s, i, &ctx);
+        if (st != ONYX_OK)
+            return st;
         n->impl->forward(n, &ctx, s->in, s->out);
     }
     return ONYX_OK;
@@ -294,21 +329,21 @@ static onyx_status give_outputs(onyx_session *s, size_t n_out, const char *const
 {
     const onyx_model *m = s->m;
     if (n_out > 0 && outputs == NULL)
-        return fail(s, ONYX_ERR_INVALID_ARG, "onyx_session_run: outputs is NULL");
+        return onyx_session_fail(s, ONYX_ERR_INVALID_ARG, "onyx_session_run: outputs is NULL");
     if (out_names == NULL && n_out > (size_t)m->n_outputs)
-        return fail(s, ONYX_ERR_INVALID_ARG, "asked for %zu outputs, the model has %d", n_out,
-                    m->n_outputs);
+        return onyx_session_fail(s, ONYX_ERR_INVALID_ARG, "asked for %zu outputs, the model has %d",
+                                 n_out, m->n_outputs);
     for (size_t k = 0; k < n_out; k++) {
         int v;
         if (out_names == NULL) {
             v = m->outputs[k];
         } else {
             if (out_names[k] == NULL)
-                return fail(s, ONYX_ERR_INVALID_ARG, "output name %zu is NULL", k);
-            v = find_value(m, out_names[k]);
+                return onyx_session_fail(s, ONYX_ERR_INVALID_ARG, "output name %zu is NULL", k);
+            v = onyx_model_find_value(m, out_names[k]);
             if (v < 0)
-                return fail(s, ONYX_ERR_INVALID_ARG, "\"%s\" is not a value of the model",
-                            out_names[k]);
+                return onyx_session_fail(s, ONYX_ERR_INVALID_ARG,
+                                         "\"%s\" is not a value of the model", out_names[k]);
         }
         const onyx_tensor *r = &s->vals[v];
         onyx_tensor *o = &outputs[k];
@@ -319,11 +354,10 @@ static onyx_status give_outputs(onyx_session *s, size_t n_out, const char *const
         char want[128];
         char got[128];
         if (o->dtype != r->dtype || !onyx_shape_equal(o, r))
-            return fail(s, ONYX_ERR_SHAPE,
-                        "output \"%s\" is %s %s, but the buffer given for it is %s %s",
-                        m->values[v].name, onyx_dtype_name(r->dtype),
-                        onyx_shape_str(r, want, sizeof want), onyx_dtype_name(o->dtype),
-                        onyx_shape_str(o, got, sizeof got));
+            return onyx_session_fail(
+                s, ONYX_ERR_SHAPE, "output \"%s\" is %s %s, but the buffer given for it is %s %s",
+                m->values[v].name, onyx_dtype_name(r->dtype), onyx_shape_str(r, want, sizeof want),
+                onyx_dtype_name(o->dtype), onyx_shape_str(o, got, sizeof got));
         size_t nb = onyx_nbytes(r);
         if (nb)
             memcpy(o->data, r->data, nb);
@@ -337,11 +371,44 @@ onyx_status onyx_session_run(onyx_session *s, size_t n_in, const char *const *in
 {
     if (s == NULL)
         return ONYX_ERR_INVALID_ARG;
+    onyx_status st = onyx_session_forward(s, n_in, in_names, inputs);
+    if (st == ONYX_OK)
+        st = give_outputs(s, n_out, out_names, outputs);
+    return st;
+}
+
+onyx_status onyx_session_forward(onyx_session *s, size_t n_in, const char *const *in_names,
+                                 const onyx_tensor *inputs)
+{
     s->errmsg[0] = '\0';
     onyx_status st = bind_inputs(s, n_in, in_names, inputs);
     if (st == ONYX_OK)
         st = run_nodes(s);
-    if (st == ONYX_OK)
-        st = give_outputs(s, n_out, out_names, outputs);
     return st;
+}
+
+onyx_status onyx_session_bind(onyx_session *s, int v, void *data)
+{
+    const onyx_model *m = s->m;
+    if (v < 0 || v >= m->n_values || m->values[v].kind != ONYX_VALUE_INITIALIZER)
+        return onyx_session_fail(s, ONYX_ERR_INVALID_ARG, "value %d is not an initializer", v);
+    s->bound[v] = data;
+    /* A folded node must run again when anything it was folded from is now bound. */
+    bool *dep = onyx_calloc((size_t)m->n_values + 1, sizeof(bool));
+    if (dep == NULL)
+        return onyx_session_fail(s, ONYX_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < m->n_values; i++)
+        dep[i] = s->bound[i] != NULL;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const onyx_node *n = &m->nodes[i];
+        bool d = false;
+        for (int j = 0; j < n->n_in; j++)
+            d = d || (n->in[j] >= 0 && dep[n->in[j]]);
+        s->run_const[i] = m->node_const[i] && !d;
+        for (int j = 0; j < n->n_out; j++)
+            if (n->out[j] >= 0)
+                dep[n->out[j]] = d;
+    }
+    free(dep);
+    return ONYX_OK;
 }

@@ -17,6 +17,9 @@
  *    is the ONNX reference's, bit for bit.
  *  - Otherwise u comes from the session's generator, so runs are reproducible from its seed.
  * The mask output is bool in opsets 10+ and has the input's type (1 or 0) in opsets 1-7.
+ *
+ * Backward (w.r.t. data only): dx = dy * mask * scale, with the mask forward kept in ctx->saved
+ * (one byte per element) so that no random number is drawn again.
  */
 #include "ops.h"
 
@@ -158,10 +161,11 @@ static void dropout_f32(const float *restrict x, float *restrict y, uint8_t *res
     }
 }
 
-/* The same for any other floating dtype (and a typed mask in opsets < 10). */
+/* The same for any other floating dtype (and a typed mask in opsets < 10); keep (0/1 bytes,
+ * the saved mask) may be NULL too. */
 static void dropout_generic(onyx_dtype dt, const void *x, void *y, onyx_dtype mask_dt, void *mask,
-                            int64_t numel, double ratio, float scale, onyx_mt19937 *mt,
-                            onyx_rng *rng)
+                            uint8_t *keep, int64_t numel, double ratio, float scale,
+                            onyx_mt19937 *mt, onyx_rng *rng)
 {
     for (int64_t i = 0; i < numel; i++) {
         double u = mt != NULL ? onyx_mt_double(mt) : onyx_rng_double(rng);
@@ -169,9 +173,29 @@ static void dropout_generic(onyx_dtype dt, const void *x, void *y, onyx_dtype ma
         onyx_store_f64(dt, y, i, onyx_load_f64(dt, x, i) * (k ? 1.0 : 0.0) * (double)scale);
         if (mask != NULL)
             onyx_store_f64(mask_dt, mask, i, k ? 1.0 : 0.0);
+        if (keep != NULL)
+            keep[i] = k;
     }
 }
 
+/* The ratio of this run: the input (opsets 12+, 0.5 when omitted) or the attribute. */
+static double dropout_ratio(const onyx_node *n, const onyx_tensor *in)
+{
+    const dropout_priv *p = n->priv;
+    if (n->opset >= 12)
+        return onyx_node_has_in(n, 1) ? onyx_load_f64(in[1].dtype, in[1].data, 0) : 0.5;
+    return p->ratio; /* float attribute, widened exactly */
+}
+
+/* The factor kept elements are multiplied by: 1 / (1 - ratio) in float32 when dropping. */
+static float dropout_scale(double ratio)
+{
+    return 1.0f / (1.0f - (float)ratio);
+}
+
+/* x, y: (any shape); mask: like x. In a training step (ctx->saved != NULL) the keep mask also
+ * goes to ctx->saved, one byte (0/1) per element, all ones when this run does not drop, for
+ * dropout_backward. */
 static void dropout_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                             onyx_tensor *out)
 {
@@ -179,15 +203,16 @@ static void dropout_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tenso
     const onyx_tensor *x = &in[0];
     onyx_tensor *y = &out[0];
     onyx_tensor *mask = onyx_node_has_out(n, 1) ? &out[1] : NULL;
+    uint8_t *saved = ctx->saved;
     int64_t numel = onyx_numel(x);
 
-    double ratio = p->ratio; /* float attribute, widened exactly */
-    if (n->opset >= 12)
-        ratio = onyx_node_has_in(n, 1) ? onyx_load_f64(in[1].dtype, in[1].data, 0) : 0.5;
+    double ratio = dropout_ratio(n, in);
     bool drop = dropout_training(n, ctx, in) && ratio != 0.0;
 
     if (!drop) {
         memcpy(y->data, x->data, onyx_nbytes(x));
+        if (saved != NULL)
+            memset(saved, 1, (size_t)numel);
         if (mask != NULL) {
             if (mask->dtype == ONYX_DTYPE_BOOL)
                 memset(mask->data, 1, (size_t)numel);
@@ -198,24 +223,74 @@ static void dropout_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tenso
         return;
     }
 
-    float scale = 1.0f / (1.0f - (float)ratio);
+    float scale = dropout_scale(ratio);
     onyx_mt19937 mt;
     onyx_mt19937 *mtp = NULL;
     if (p->has_seed) {
         onyx_mt_seed(&mt, (uint32_t)p->seed);
         mtp = &mt;
     }
-    if (x->dtype == ONYX_DTYPE_F32 && (mask == NULL || mask->dtype == ONYX_DTYPE_BOOL))
-        dropout_f32(x->data, y->data, mask != NULL ? mask->data : NULL, numel, ratio, scale, mtp,
-                    ctx->rng);
-    else
+    if (x->dtype == ONYX_DTYPE_F32 && (mask == NULL || mask->dtype == ONYX_DTYPE_BOOL)) {
+        /* bool is one byte of 0/1 too: draw into the saved mask when there is one, then copy */
+        uint8_t *keep = saved != NULL ? saved : mask != NULL ? mask->data : NULL;
+        dropout_f32(x->data, y->data, keep, numel, ratio, scale, mtp, ctx->rng);
+        if (mask != NULL && keep != mask->data)
+            memcpy(mask->data, keep, (size_t)numel);
+    } else {
         dropout_generic(x->dtype, x->data, y->data, mask != NULL ? mask->dtype : ONYX_DTYPE_BOOL,
-                        mask != NULL ? mask->data : NULL, numel, ratio, scale, mtp, ctx->rng);
+                        mask != NULL ? mask->data : NULL, saved, numel, ratio, scale, mtp,
+                        ctx->rng);
+    }
+}
+
+/*
+ * dy, dx: (numel); keep: (numel) 0/1 bytes. Differentiates y = (x * keep) * scale:
+ *   dx += (dy * keep) * scale.
+ */
+static void dropout_backward_f32(const float *restrict dy, const uint8_t *restrict keep,
+                                 float *restrict dx, int64_t numel, float scale)
+{
+    for (int64_t i = 0; i < numel; i++)
+        dx[i] += (dy[i] * (keep[i] ? 1.0f : 0.0f)) * scale;
+}
+
+/* Gradient w.r.t. data only, through the mask forward saved (never drawn again); the mask output
+ * gets none. A run that does not drop (inference, ratio 0, the spec's test mode) passes dy
+ * through. A dropping run needs the saved mask: every training step has it (saved_size is
+ * never 0 for a non-empty input); without it the mask is unknown and dy passes through too. */
+static void dropout_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                             const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)out;
+    float *dx = din[0].data;
+    const float *dy = dout[0].data;
+    if (dx == NULL || dy == NULL)
+        return;
+    int64_t numel = onyx_numel(&in[0]);
+    double ratio = dropout_ratio(n, in);
+    bool drop = dropout_training(n, ctx, in) && ratio != 0.0;
+    if (!drop || ctx->saved == NULL) {
+        for (int64_t i = 0; i < numel; i++)
+            dx[i] += dy[i];
+        return;
+    }
+    dropout_backward_f32(dy, ctx->saved, dx, numel, dropout_scale(ratio));
+}
+
+/* One byte per element: the keep mask of a training step. */
+static size_t dropout_saved_size(const onyx_node *n, const onyx_tensor *in, const onyx_tensor *out)
+{
+    (void)n;
+    (void)out;
+    return (size_t)onyx_numel(&in[0]);
 }
 
 const onyx_op_impl onyx_impl_dropout = {
     .init = dropout_init,
     .infer = dropout_infer,
     .forward = dropout_forward,
+    .backward = dropout_backward,
     .flags = ONYX_OPF_RANDOM | ONYX_OPF_MODE,
+    .grad_inputs = 0x1u, /* data; not ratio or training_mode */
+    .saved_size = dropout_saved_size,
 };

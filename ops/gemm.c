@@ -4,6 +4,8 @@
  *
  * float32 runs through onyx_gemm_f32; float64, float16 and bfloat16 go through one generic loop
  * that converts each element to double (gemm_generic), so no kernel is copied per dtype.
+ * Backward (float32 only, as training is) is onyx_gemm_f32 calls too: one per gradient for
+ * Gemm, one per gradient and batch item for MatMul.
  */
 #include "gemm.h"
 #include "ops.h"
@@ -322,6 +324,40 @@ static onyx_status gemm_infer(const onyx_node *n, const onyx_tensor *in, onyx_te
     return ONYX_OK;
 }
 
+/*
+ * dy: (M, N); dc: C's elements, element (i, j) of C broadcast to (M, N) at i * s0 + j * s1
+ * (s0, s1 are 0 along broadcast dims). dc[i*s0 + j*s1] += beta * dy[i, j]: the sum over the
+ * broadcast dims. The same-shape and row-vector ([N], [1,N]) forms get direct loops.
+ */
+static void gemm_reduce_c_f32(const float *restrict dy, int64_t M, int64_t N, float beta,
+                              int64_t s0, int64_t s1, float *restrict dc)
+{
+    if (s0 == N && s1 == 1) { /* (M, N) */
+        for (int64_t k = 0; k < M * N; k++)
+            dc[k] += beta * dy[k];
+        return;
+    }
+    if (s0 == 0 && s1 == 1) { /* (N): column sums */
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++)
+                dc[j] += beta * dy[i * N + j];
+        return;
+    }
+    if (s0 == 0 && s1 == 0) { /* scalar: the sum of everything */
+        double s = 0.0;
+        for (int64_t k = 0; k < M * N; k++)
+            s += dy[k];
+        dc[0] += beta * (float)s;
+        return;
+    }
+    for (int64_t i = 0; i < M; i++) { /* (M, 1): row sums */
+        double s = 0.0;
+        for (int64_t j = 0; j < N; j++)
+            s += dy[i * N + j];
+        dc[i * s0] += beta * (float)s;
+    }
+}
+
 /* Y = alpha * op(A) * op(B) + beta * C (spec: Gemm-13). */
 static void gemm_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                          onyx_tensor *out)
@@ -354,10 +390,65 @@ static void gemm_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *
                  y->data, 0);
 }
 
+/*
+ * Differentiates Y = alpha * op(A) op(B) + beta * C (gemm_forward). A, B, C, Y as there; every
+ * gradient has its input's shape. With dop(A) = alpha dY op(B)^T and dop(B) = alpha op(A)^T dY:
+ *   dA = dop(A)          = alpha dY op(B)^T   (M, K)   when !transA
+ *   dA = dop(A)^T        = alpha op(B) dY^T   (K, M)   when transA
+ *   dB = dop(B)          = alpha op(A)^T dY   (K, N)   when !transB
+ *   dB = dop(B)^T        = alpha dY^T op(A)   (N, K)   when transB
+ * Each is one onyx_gemm_f32 call on the stored matrices (the transposes flip instead of copying)
+ * with beta = 1, which accumulates into din. dC = beta * dY summed over the dims along which C
+ * was broadcast to (M, N): scalar, [N], [1,N], [M,1] or [M,N]; nothing when beta == 0, since
+ * forward then ignores C.
+ */
+static void gemm_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                          const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)ctx;
+    const gemm_priv *p = n->priv;
+    const float *a = in[0].data;
+    const float *b = in[1].data;
+    const float *dy = dout[0].data;
+    if (dy == NULL)
+        return;
+    int64_t M = out[0].dims[0];
+    int64_t N = out[0].dims[1];
+    int64_t K = in[0].dims[p->trans_a ? 0 : 1];
+    int64_t lda = in[0].dims[1];
+    int64_t ldb = in[1].dims[1];
+    bool ta = p->trans_a;
+    bool tb = p->trans_b;
+    float alpha = p->alpha;
+
+    float *da = din[0].data;
+    if (da != NULL) {
+        if (!ta) /* (M, K) = dY (M, N) . op(B)^T (N, K) */
+            onyx_gemm_f32(false, !tb, M, K, N, alpha, dy, N, b, ldb, 1.0f, da, lda);
+        else /* (K, M) = op(B) (K, N) . dY^T (N, M) */
+            onyx_gemm_f32(tb, true, K, M, N, alpha, b, ldb, dy, N, 1.0f, da, lda);
+    }
+    float *db = din[1].data;
+    if (db != NULL) {
+        if (!tb) /* (K, N) = op(A)^T (K, M) . dY (M, N) */
+            onyx_gemm_f32(!ta, false, K, N, M, alpha, a, lda, dy, N, 1.0f, db, ldb);
+        else /* (N, K) = dY^T (N, M) . op(A) (M, K) */
+            onyx_gemm_f32(true, ta, N, K, M, alpha, dy, N, a, lda, 1.0f, db, ldb);
+    }
+    float *dc = onyx_node_has_in(n, 2) ? din[2].data : NULL;
+    if (dc != NULL && p->beta != 0.0f) {
+        int64_t cs[ONYX_MAX_RANK] = {0, 0};
+        onyx_broadcast_strides(&in[2], &out[0], cs);
+        gemm_reduce_c_f32(dy, M, N, p->beta, cs[0], cs[1], dc);
+    }
+}
+
 const onyx_op_impl onyx_impl_gemm = {
     .init = gemm_init,
     .infer = gemm_infer,
     .forward = gemm_forward,
+    .backward = gemm_backward,
+    .grad_inputs = 0x7u, /* A, B, C */
 };
 
 /* ---- MatMul ------------------------------------------------------------------------------- */
@@ -433,6 +524,73 @@ static onyx_status matmul_infer(const onyx_node *n, const onyx_tensor *in, onyx_
     return ONYX_OK;
 }
 
+/*
+ * How MatMul walks its batch: A (batch_a..., M, K), B (batch_b..., K, N), Y (batch..., M, N)
+ * with 1-D operands promoted (A [K] -> [1, K], B [K] -> [K, 1]; Y's memory is the same with or
+ * without the promoted dim). Y's batch items are visited in order by an odometer over dims[];
+ * the matrices of A and B for item t start at element off_a/off_b, which step by sa/sb along
+ * each batch dim (0 where that operand is broadcast).
+ */
+typedef struct matmul_plan {
+    int64_t M;
+    int64_t K;
+    int64_t N;
+    int nb;        /* batch rank of Y */
+    bool b_batch;  /* B has batch dims; without them A's batch items are consecutive rows */
+    int64_t rows;  /* !b_batch: M times A's batch items */
+    int64_t total; /* b_batch: Y's batch items */
+    int64_t dims[ONYX_MAX_RANK];
+    int64_t sa[ONYX_MAX_RANK];
+    int64_t sb[ONYX_MAX_RANK];
+} matmul_plan;
+
+static void matmul_plan_init(matmul_plan *p, const onyx_tensor *a, const onyx_tensor *b)
+{
+    int ra = a->rank;
+    int rb = b->rank;
+    p->M = ra >= 2 ? a->dims[ra - 2] : 1;
+    p->K = a->dims[ra - 1];
+    p->N = rb >= 2 ? b->dims[rb - 1] : 1;
+    int ba = ra > 2 ? ra - 2 : 0;
+    int bb = rb > 2 ? rb - 2 : 0;
+    p->nb = ba > bb ? ba : bb;
+    p->b_batch = bb > 0;
+    p->rows = p->M;
+    for (int i = 0; i < ba; i++)
+        p->rows *= a->dims[i];
+    int64_t s_a = p->M * p->K;
+    int64_t s_b = p->K * p->N;
+    p->total = 1;
+    for (int i = p->nb - 1; i >= 0; i--) {
+        int ia = i - (p->nb - ba);
+        int ib = i - (p->nb - bb);
+        int64_t da = ia >= 0 ? a->dims[ia] : 1;
+        int64_t db = ib >= 0 ? b->dims[ib] : 1;
+        p->sa[i] = da == 1 ? 0 : s_a;
+        p->sb[i] = db == 1 ? 0 : s_b;
+        s_a *= da;
+        s_b *= db;
+        p->dims[i] = da == 1 ? db : da;
+        p->total *= p->dims[i];
+    }
+}
+
+/* Moves the odometer idx and the offsets to the next batch item. */
+static void matmul_plan_next(const matmul_plan *p, int64_t idx[ONYX_MAX_RANK], int64_t *off_a,
+                             int64_t *off_b)
+{
+    for (int i = p->nb - 1; i >= 0; i--) {
+        idx[i]++;
+        *off_a += p->sa[i];
+        *off_b += p->sb[i];
+        if (idx[i] < p->dims[i])
+            return;
+        *off_a -= p->sa[i] * idx[i];
+        *off_b -= p->sb[i] * idx[i];
+        idx[i] = 0;
+    }
+}
+
 /* A: (batch_a..., M, K), B: (batch_b..., K, N), Y: (batch..., M, N); every batch item is one
  * GEMM, with A or B reused where its batch dim is broadcast. */
 static void matmul_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
@@ -443,53 +601,28 @@ static void matmul_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
     const onyx_tensor *a = &in[0];
     const onyx_tensor *b = &in[1];
     onyx_tensor *y = &out[0];
-    int ra = a->rank;
-    int rb = b->rank;
-    int64_t M = ra >= 2 ? a->dims[ra - 2] : 1;
-    int64_t K = a->dims[ra - 1];
-    int64_t N = rb >= 2 ? b->dims[rb - 1] : 1;
-    int ba = ra > 2 ? ra - 2 : 0;
-    int bb = rb > 2 ? rb - 2 : 0;
-    int nb = ba > bb ? ba : bb;
+    matmul_plan p;
+    matmul_plan_init(&p, a, b);
+    int64_t M = p.M;
+    int64_t K = p.K;
+    int64_t N = p.N;
     bool f32 = a->dtype == ONYX_DTYPE_F32;
 
     /* B without batch dims: A's batch items are consecutive rows, so one GEMM does them all. */
-    if (bb == 0) {
-        int64_t rows = M;
-        for (int i = 0; i < ba; i++)
-            rows *= a->dims[i];
+    if (!p.b_batch) {
         if (f32)
-            onyx_gemm_f32(false, false, rows, N, K, 1.0f, a->data, K, b->data, N, 0.0f, y->data,
+            onyx_gemm_f32(false, false, p.rows, N, K, 1.0f, a->data, K, b->data, N, 0.0f, y->data,
                           N);
         else
-            gemm_generic(a->dtype, false, false, rows, N, K, 1.0, a->data, 0, K, b->data, 0, N,
+            gemm_generic(a->dtype, false, false, p.rows, N, K, 1.0, a->data, 0, K, b->data, 0, N,
                          0.0, NULL, 0, 0, y->data, 0);
         return;
     }
 
-    /* Element strides of A's and B's matrices along Y's batch dims (0 where broadcast). */
-    int64_t sa_[ONYX_MAX_RANK];
-    int64_t sb_[ONYX_MAX_RANK];
-    int64_t dims[ONYX_MAX_RANK];
-    int64_t s_a = M * K;
-    int64_t s_b = K * N;
-    int64_t total = 1;
-    for (int i = nb - 1; i >= 0; i--) {
-        int ia = i - (nb - ba);
-        int ib = i - (nb - bb);
-        int64_t da = ia >= 0 ? a->dims[ia] : 1;
-        int64_t db = ib >= 0 ? b->dims[ib] : 1;
-        sa_[i] = da == 1 ? 0 : s_a;
-        sb_[i] = db == 1 ? 0 : s_b;
-        s_a *= da;
-        s_b *= db;
-        dims[i] = da == 1 ? db : da;
-        total *= dims[i];
-    }
     int64_t idx[ONYX_MAX_RANK] = {0};
     int64_t off_a = 0;
     int64_t off_b = 0;
-    for (int64_t t = 0; t < total; t++) {
+    for (int64_t t = 0; t < p.total; t++) {
         if (f32)
             onyx_gemm_f32(false, false, M, N, K, 1.0f, (const float *)a->data + off_a, K,
                           (const float *)b->data + off_b, N, 0.0f, (float *)y->data + t * M * N,
@@ -497,16 +630,56 @@ static void matmul_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
         else
             gemm_generic(a->dtype, false, false, M, N, K, 1.0, a->data, off_a, K, b->data, off_b,
                          N, 0.0, NULL, 0, 0, y->data, t * M * N);
-        for (int i = nb - 1; i >= 0; i--) { /* odometer over the batch dims */
-            idx[i]++;
-            off_a += sa_[i];
-            off_b += sb_[i];
-            if (idx[i] < dims[i])
-                break;
-            off_a -= sa_[i] * idx[i];
-            off_b -= sb_[i] * idx[i];
-            idx[i] = 0;
-        }
+        matmul_plan_next(&p, idx, &off_a, &off_b);
+    }
+}
+
+/*
+ * Differentiates Y_t = A_t B_t for every batch item t (shapes as in matmul_forward):
+ *   dA_t += dY_t B_t^T   (M, K),      dB_t += A_t^T dY_t   (K, N).
+ * Where A (or B) is broadcast along a batch dim, several items share one A_t (B_t): the GEMMs
+ * accumulate into the same slice of dA (dB) with beta = 1, which is the sum over the broadcast
+ * dims, in the fixed order of t. Without batch dims in B, the batch folds into the rows of a
+ * single GEMM each. No scratch: every partial result goes straight into din.
+ */
+static void matmul_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                            const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)n;
+    (void)ctx;
+    (void)out;
+    const float *a = in[0].data;
+    const float *b = in[1].data;
+    const float *dy = dout[0].data;
+    float *da = din[0].data;
+    float *db = din[1].data;
+    if (dy == NULL)
+        return;
+    matmul_plan p;
+    matmul_plan_init(&p, &in[0], &in[1]);
+    int64_t M = p.M;
+    int64_t K = p.K;
+    int64_t N = p.N;
+
+    if (!p.b_batch) {
+        /* dA (rows, K) += dY (rows, N) B^T;  dB (K, N) += A^T (K, rows) dY (rows, N) */
+        if (da != NULL)
+            onyx_gemm_f32(false, true, p.rows, K, N, 1.0f, dy, N, b, N, 1.0f, da, K);
+        if (db != NULL)
+            onyx_gemm_f32(true, false, K, N, p.rows, 1.0f, a, K, dy, N, 1.0f, db, N);
+        return;
+    }
+
+    int64_t idx[ONYX_MAX_RANK] = {0};
+    int64_t off_a = 0;
+    int64_t off_b = 0;
+    for (int64_t t = 0; t < p.total; t++) {
+        const float *dyt = dy + t * M * N;
+        if (da != NULL)
+            onyx_gemm_f32(false, true, M, K, N, 1.0f, dyt, N, b + off_b, N, 1.0f, da + off_a, K);
+        if (db != NULL)
+            onyx_gemm_f32(true, false, K, N, M, 1.0f, a + off_a, K, dyt, N, 1.0f, db + off_b, N);
+        matmul_plan_next(&p, idx, &off_a, &off_b);
     }
 }
 
@@ -514,4 +687,6 @@ const onyx_op_impl onyx_impl_matmul = {
     .init = matmul_init,
     .infer = matmul_infer,
     .forward = matmul_forward,
+    .backward = matmul_backward,
+    .grad_inputs = 0x3u, /* A, B */
 };

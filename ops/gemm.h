@@ -1,7 +1,7 @@
 /*
  * gemm.h — the one internal matrix multiply (private to ops/ and the tests).
  *
- * Gemm, MatMul and, later, their backward passes all go through onyx_gemm_f32, so making it
+ * Gemm, MatMul and their backward passes all go through onyx_gemm_f32, so making it
  * faster (issue #4: SIMD packing) speeds up every dense layer at once.
  */
 #ifndef ONYX_GEMM_H

@@ -8,6 +8,7 @@
  *
  * Numerically stable: softmax = exp(x - max) / sum(exp(x - max)) and
  * log_softmax = x - max - log(sum(exp(x - max))); sums are accumulated in double.
+ * Backward works from the forward output y alone (float32).
  */
 #include "ops.h"
 
@@ -164,6 +165,29 @@ static void softmax_generic(onyx_dtype dt, const void *x, void *y, int64_t outer
     }
 }
 
+/* x viewed as (outer, len, inner) with the reduction over len: opsets 1 and 11 flatten every
+ * dim from axis into len (inner = 1), opset 13 reduces the one dim axis. */
+static void softmax_view(const onyx_node *n, const onyx_tensor *x, int64_t *outer, int64_t *len,
+                         int64_t *inner)
+{
+    const softmax_priv *p = n->priv;
+    int rank = x->rank;
+    int axis = (int)(p->axis < 0 ? p->axis + rank : p->axis);
+    *outer = 1;
+    *len = 1;
+    *inner = 1;
+    for (int i = 0; i < axis; i++)
+        *outer *= x->dims[i];
+    if (n->opset < 13) {
+        for (int i = axis; i < rank; i++)
+            *len *= x->dims[i];
+    } else {
+        *len = x->dims[axis];
+        for (int i = axis + 1; i < rank; i++)
+            *inner *= x->dims[i];
+    }
+}
+
 /* x, y: (a_0, ..., a_{r-1}). Spec: Softmax-13 / LogSoftmax-13, and the 2-D coercion of -1/-11. */
 static void softmax_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                             onyx_tensor *out)
@@ -171,21 +195,10 @@ static void softmax_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tenso
     (void)ctx;
     const softmax_priv *p = n->priv;
     const onyx_tensor *x = &in[0];
-    int rank = x->rank;
-    int axis = (int)(p->axis < 0 ? p->axis + rank : p->axis);
-    int64_t outer = 1;
-    int64_t len = 1;
-    int64_t inner = 1;
-    for (int i = 0; i < axis; i++)
-        outer *= x->dims[i];
-    if (n->opset < 13) {
-        for (int i = axis; i < rank; i++)
-            len *= x->dims[i];
-    } else {
-        len = x->dims[axis];
-        for (int i = axis + 1; i < rank; i++)
-            inner *= x->dims[i];
-    }
+    int64_t outer;
+    int64_t len;
+    int64_t inner;
+    softmax_view(n, x, &outer, &len, &inner);
     if (x->dtype != ONYX_DTYPE_F32)
         softmax_generic(x->dtype, x->data, out[0].data, outer, len, inner, p->log);
     else if (inner == 1)
@@ -194,8 +207,103 @@ static void softmax_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tenso
         softmax_strided_f32(x->data, out[0].data, outer, len, inner, p->log);
 }
 
+/*
+ * y, dy, dx: (rows, n), y the forward output. Differentiates, per row,
+ *   softmax:     y_i = exp(x_i) / sum_j exp(x_j)   ->  dx_i += y_i * (dy_i - sum_j dy_j y_j)
+ *   log-softmax: y_i = x_i - log sum_j exp(x_j)    ->  dx_i += dy_i - exp(y_i) * sum_j dy_j
+ * (exp(y) of log-softmax is the softmax). The row sum is reduced first, in double.
+ */
+static void softmax_rows_backward_f32(const float *restrict y, const float *restrict dy,
+                                      float *restrict dx, int64_t rows, int64_t n, bool log_out)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        const float *restrict yr = y + r * n;
+        const float *restrict dyr = dy + r * n;
+        float *restrict dxr = dx + r * n;
+        double s = 0.0;
+        if (log_out) {
+            for (int64_t j = 0; j < n; j++)
+                s += dyr[j];
+            float sf = (float)s;
+            for (int64_t j = 0; j < n; j++)
+                dxr[j] += dyr[j] - expf(yr[j]) * sf;
+        } else {
+            for (int64_t j = 0; j < n; j++)
+                s += (double)dyr[j] * yr[j];
+            float sf = (float)s;
+            for (int64_t j = 0; j < n; j++)
+                dxr[j] += yr[j] * (dyr[j] - sf);
+        }
+    }
+}
+
+/* The same over (outer, n, inner), reducing over n for every (outer, inner) position; chunks of
+ * the inner dim are walked row by row with their sums on the stack, as in the forward. */
+static void softmax_strided_backward_f32(const float *restrict y, const float *restrict dy,
+                                         float *restrict dx, int64_t outer, int64_t n,
+                                         int64_t inner, bool log_out)
+{
+    double sum[SOFTMAX_CHUNK];
+    float sf[SOFTMAX_CHUNK];
+    for (int64_t o = 0; o < outer; o++) {
+        const float *yo = y + o * n * inner;
+        const float *dyo = dy + o * n * inner;
+        float *dxo = dx + o * n * inner;
+        for (int64_t i0 = 0; i0 < inner; i0 += SOFTMAX_CHUNK) {
+            int64_t w = inner - i0 < SOFTMAX_CHUNK ? inner - i0 : SOFTMAX_CHUNK;
+            for (int64_t i = 0; i < w; i++)
+                sum[i] = 0.0;
+            for (int64_t k = 0; k < n; k++) {
+                const float *yr = yo + k * inner + i0;
+                const float *dyr = dyo + k * inner + i0;
+                if (log_out)
+                    for (int64_t i = 0; i < w; i++)
+                        sum[i] += dyr[i];
+                else
+                    for (int64_t i = 0; i < w; i++)
+                        sum[i] += (double)dyr[i] * yr[i];
+            }
+            for (int64_t i = 0; i < w; i++)
+                sf[i] = (float)sum[i];
+            for (int64_t k = 0; k < n; k++) {
+                const float *yr = yo + k * inner + i0;
+                const float *dyr = dyo + k * inner + i0;
+                float *dxr = dxo + k * inner + i0;
+                if (log_out)
+                    for (int64_t i = 0; i < w; i++)
+                        dxr[i] += dyr[i] - expf(yr[i]) * sf[i];
+                else
+                    for (int64_t i = 0; i < w; i++)
+                        dxr[i] += yr[i] * (dyr[i] - sf[i]);
+            }
+        }
+    }
+}
+
+/* Gradient w.r.t. the input from the forward output (no saved memory needed); same views as
+ * softmax_forward, float32. */
+static void softmax_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                             const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)ctx;
+    const softmax_priv *p = n->priv;
+    if (din[0].data == NULL || dout[0].data == NULL)
+        return;
+    int64_t outer;
+    int64_t len;
+    int64_t inner;
+    softmax_view(n, &in[0], &outer, &len, &inner);
+    if (inner == 1)
+        softmax_rows_backward_f32(out[0].data, dout[0].data, din[0].data, outer, len, p->log);
+    else
+        softmax_strided_backward_f32(out[0].data, dout[0].data, din[0].data, outer, len, inner,
+                                     p->log);
+}
+
 const onyx_op_impl onyx_impl_softmax = {
     .init = softmax_init,
     .infer = softmax_infer,
     .forward = softmax_forward,
+    .backward = softmax_backward,
+    .grad_inputs = 0x1u,
 };

@@ -1,5 +1,7 @@
-/* test_dropout.c — Dropout in the three session modes, every opset, against the ONNX data. */
+/* test_dropout.c — Dropout in the three session modes, every opset, against the ONNX data; its
+ * backward through the saved mask. */
 #include "check.h"
+#include "grad_check.h"
 #include "op_harness.h"
 
 #include <stdint.h>
@@ -457,6 +459,252 @@ static void test_errors_and_infer(void)
     th_node_free(n);
 }
 
+/* ---- backward ------------------------------------------------------------------------------ */
+
+/* One training step of node t by hand, as the session runs it: infer, forward in `mode` with
+ * impl->saved_size bytes of saved memory (pre-filled with 0xAA, so that unwritten bytes show)
+ * and a generator seeded with rng_seed, then backward with dout[0] = dy into dx (dout[1], the
+ * mask's, NULL) and a generator in another state, so that a backward drawing numbers again
+ * could not reproduce the mask. out[] gets malloc'd data, saved the saved buffer: free both. */
+typedef struct step {
+    onyx_tensor out[2];
+    uint8_t *saved;
+    size_t saved_size;
+} step;
+
+static void step_run(th_node *t, onyx_mode mode, const onyx_tensor *in, const float *dy, float *dx,
+                     step *s)
+{
+    onyx_node *n = th_onyx_node(t);
+    onyx_error err = {0};
+    memset(s, 0, sizeof(*s));
+    CHECK_OK(th_infer(t, in, s->out, &err), err.msg);
+    for (int j = 0; j < n->n_out; j++)
+        if (n->out[j] >= 0)
+            s->out[j].data = calloc(1, onyx_nbytes(&s->out[j]) + 1);
+    s->saved_size = n->impl->saved_size(n, in, s->out);
+    s->saved = malloc(s->saved_size + 1);
+    memset(s->saved, 0xAA, s->saved_size + 1);
+    onyx_rng rng;
+    onyx_rng_seed(&rng, 5);
+    onyx_kctx ctx = {.mode = mode, .rng = &rng, .saved = s->saved};
+    n->impl->forward(n, &ctx, in, s->out);
+    onyx_tensor dout[2] = {s->out[0], s->out[1]};
+    dout[0].data = (void *)(uintptr_t)dy;
+    dout[1].data = NULL;
+    onyx_tensor din[3] = {in[0]};
+    for (int i = 1; i < n->n_in; i++) {
+        din[i] = in[i];
+        din[i].data = NULL; /* ratio and training_mode take no gradient */
+    }
+    din[0].data = dx;
+    onyx_rng_seed(&rng, 6);
+    n->impl->backward(n, &ctx, in, s->out, dout, din);
+}
+
+static void step_free(step *s)
+{
+    free(s->out[0].data);
+    free(s->out[1].data);
+    free(s->saved);
+}
+
+/* dx (started at 1) must be 1 + dy * keep[i] * scale exactly, keep read from the mask output
+ * (of any type); the saved mask must be that mask, byte for byte. Returns the kept count. */
+static int64_t check_step(const step *s, const float *dy, const float *dx, int64_t count,
+                          float scale)
+{
+    int bad = 0;
+    int64_t kept = 0;
+    CHECK(s->saved_size == (size_t)count);
+    for (int64_t i = 0; i < count; i++) {
+        bool k = onyx_load_f64(s->out[1].dtype, s->out[1].data, i) != 0.0;
+        kept += k;
+        bad += s->saved[i] != (k ? 1 : 0);
+        bad += dx[i] != 1.0f + (dy[i] * (k ? 1.0f : 0.0f)) * scale;
+    }
+    CHECK(bad == 0);
+    CHECK(s->saved[count] == 0xAA); /* nothing past the declared size */
+    return kept;
+}
+
+static void test_backward_mask(void)
+{
+    enum { COUNT = 2000 };
+    const int64_t dims[1] = {COUNT};
+    static float dy[COUNT];
+    static float dx[COUNT];
+    for (int i = 0; i < COUNT; i++)
+        dy[i] = 0.5f + (float)(i % 13);
+    const float r3 = 0.3f;
+    const float r0 = 0.0f;
+    const uint8_t t_true = 1;
+    const uint8_t t_false = 0;
+    const float scale3 = 1.0f / (1.0f - 0.3f);
+    step s;
+
+    struct {
+        const char *what;
+        int64_t opset;
+        int n_in;
+        onyx_mode mode;
+        const float *ratio;   /* ratio input, or NULL */
+        const uint8_t *train; /* training_mode input, or NULL */
+        bool seed;
+        float ratio_attr; /* > 0: the attribute (opsets < 12) */
+        float scale;      /* 0: does not drop */
+    } cases[] = {
+        {"TRAIN, seed", 13, 2, ONYX_MODE_TRAIN, &r3, NULL, true, 0, scale3},
+        {"TRAIN, session generator", 13, 2, ONYX_MODE_TRAIN, &r3, NULL, false, 0, scale3},
+        {"TRAIN, default ratio", 12, 1, ONYX_MODE_TRAIN, NULL, NULL, false, 0, 2.0f},
+        {"GRAPH, training_mode true", 13, 3, ONYX_MODE_GRAPH, &r3, &t_true, true, 0, scale3},
+        {"GRAPH, training_mode false", 13, 3, ONYX_MODE_GRAPH, &r3, &t_false, true, 0, 0},
+        {"INFER", 13, 3, ONYX_MODE_INFER, &r3, &t_true, true, 0, 0},
+        {"TRAIN, ratio 0", 13, 2, ONYX_MODE_TRAIN, &r0, NULL, false, 0, 0},
+        {"TRAIN, opset 10 attribute", 10, 1, ONYX_MODE_TRAIN, NULL, NULL, false, 0.25f,
+         1.0f / 0.75f},
+        {"TRAIN, opset 7 float mask", 7, 1, ONYX_MODE_TRAIN, NULL, NULL, false, 0.25f,
+         1.0f / 0.75f},
+        {"GRAPH, opset 6 is_test 0", 6, 1, ONYX_MODE_GRAPH, NULL, NULL, false, 0, 2.0f},
+        {"GRAPH, opset 7", 7, 1, ONYX_MODE_GRAPH, NULL, NULL, false, 0, 0},
+    };
+    for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+        th_node *n = th_node_new("Dropout", cases[ci].opset, cases[ci].n_in, 2);
+        if (cases[ci].seed)
+            th_attr_int(n, "seed", 11);
+        if (cases[ci].ratio_attr > 0)
+            th_attr_float(n, "ratio", cases[ci].ratio_attr);
+        onyx_tensor in[3] = {th_f32(1, dims, xbig), th_f32(0, NULL, cases[ci].ratio),
+                             th_tensor(ONYX_DTYPE_BOOL, 0, NULL, cases[ci].train)};
+        for (int i = 0; i < COUNT; i++)
+            dx[i] = 1.0f;
+        int failed_before = check_failed_;
+        step_run(n, cases[ci].mode, in, dy, dx, &s);
+        bool drops = cases[ci].scale != 0;
+        int64_t kept = check_step(&s, dy, dx, COUNT, drops ? cases[ci].scale : 1.0f);
+        if (drops)
+            CHECK(kept > COUNT / 4 && kept < COUNT * 9 / 10);
+        else
+            CHECK(kept == COUNT);
+        if (check_failed_ > failed_before)
+            fprintf(stderr, "dropout backward case: %s\n", cases[ci].what);
+        step_free(&s);
+        th_node_free(n);
+    }
+
+    /* float64 data: the generic kernel saves the mask too (its backward is never called: no
+     * float64 training). */
+    static double xd[COUNT];
+    for (int i = 0; i < COUNT; i++)
+        xd[i] = xbig[i];
+    th_node *n = th_node_new("Dropout", 13, 2, 2);
+    th_attr_int(n, "seed", 11);
+    onyx_tensor ind[2] = {th_tensor(ONYX_DTYPE_F64, 1, dims, xd), th_f32(0, NULL, &r3)};
+    onyx_node *node = th_onyx_node(n);
+    onyx_error err = {0};
+    onyx_tensor out[2];
+    CHECK_OK(th_infer(n, ind, out, &err), err.msg);
+    CHECK(node->impl->saved_size(node, ind, out) == COUNT);
+    out[0].data = malloc(sizeof(double) * COUNT);
+    out[1].data = malloc(COUNT);
+    uint8_t *saved = malloc(COUNT);
+    memset(saved, 0xAA, COUNT);
+    onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN, .saved = saved};
+    node->impl->forward(node, &ctx, ind, out);
+    CHECK(memcmp(saved, out[1].data, COUNT) == 0);
+    free(out[0].data);
+    free(out[1].data);
+    free(saved);
+    th_node_free(n);
+
+    /* Y only (no mask output): the mask still goes to saved memory, and backward uses it. */
+    n = th_node_new("Dropout", 13, 2, 1);
+    th_attr_int(n, "seed", 11);
+    onyx_tensor in1[2] = {th_f32(1, dims, xbig), th_f32(0, NULL, &r3)};
+    for (int i = 0; i < COUNT; i++)
+        dx[i] = 0.0f;
+    step_run(n, ONYX_MODE_TRAIN, in1, dy, dx, &s);
+    const float *y = s.out[0].data;
+    int bad = 0;
+    int64_t kept = 0;
+    for (int i = 0; i < COUNT; i++) {
+        bool k = y[i] != 0.0f; /* xbig is never 0 */
+        kept += k;
+        bad += s.saved[i] != k;
+        bad += dx[i] != (dy[i] * (k ? 1.0f : 0.0f)) * scale3;
+    }
+    CHECK(bad == 0);
+    CHECK(kept > COUNT / 2 && kept < COUNT * 9 / 10);
+    step_free(&s);
+    th_node_free(n);
+    CHECK(onyx_op_find("", "Dropout", 13)->impl->grad_inputs == 0x1u);
+}
+
+/* Finite differences through the mask: the grad check re-seeds the generator before every
+ * forward, so a mask drawn without a seed attribute is stable too. */
+static void test_grad_check(void)
+{
+    enum { COUNT = 60 };
+    const int64_t dims[2] = {6, 10};
+    float x[COUNT];
+    for (int i = 0; i < COUNT; i++)
+        x[i] = xbig[i];
+    const float r = 0.4f;
+    const float r0 = 0.0f;
+    const uint8_t t_true = 1;
+    int runs = 0;
+    int bad = 0;
+    for (int v = 0; v < 8; v++) {
+        th_node *n;
+        onyx_mode mode = ONYX_MODE_TRAIN;
+        onyx_tensor in[3] = {th_f32(2, dims, x), th_f32(0, NULL, &r),
+                             th_tensor(ONYX_DTYPE_BOOL, 0, NULL, &t_true)};
+        switch (v) {
+        case 0: /* seed attribute, mask output */
+            n = th_node_new("Dropout", 13, 2, 2);
+            th_attr_int(n, "seed", 3);
+            break;
+        case 1: /* session generator, Y only */
+            n = th_node_new("Dropout", 13, 2, 1);
+            th_set_seed(n, 4);
+            break;
+        case 2: /* GRAPH mode, training_mode true */
+            n = th_node_new("Dropout", 13, 3, 2);
+            mode = ONYX_MODE_GRAPH;
+            break;
+        case 3: /* opset 10, ratio attribute */
+            n = th_node_new("Dropout", 10, 1, 2);
+            th_attr_float(n, "ratio", 0.4f);
+            break;
+        case 4: /* opset 7, mask of the input's type */
+            n = th_node_new("Dropout", 7, 1, 2);
+            th_attr_float(n, "ratio", 0.5f);
+            break;
+        case 5: /* inference: identity */
+            n = th_node_new("Dropout", 13, 2, 2);
+            mode = ONYX_MODE_INFER;
+            break;
+        case 6: /* ratio 0: identity */
+            n = th_node_new("Dropout", 13, 2, 2);
+            in[1].data = (void *)&r0;
+            break;
+        default: /* opset 6, is_test 0, GRAPH */
+            n = th_node_new("Dropout", 6, 1, 1);
+            mode = ONYX_MODE_GRAPH;
+            break;
+        }
+        /* out_mask 1: the mask output (bool or 0/1 floats) takes no gradient */
+        int res = th_grad_check(n, mode, in, 0x1u, 0x1u, 1e-2, 1e-3, 1e-2, NULL);
+        if (res != 0)
+            fprintf(stderr, "dropout grad check variant %d: %d\n", v, res);
+        bad += res != 0;
+        runs++;
+        th_node_free(n);
+    }
+    printf("dropout grad checks: %d, failed %d\n", runs, bad);
+    CHECK(bad == 0);
+}
+
 int main(void)
 {
     fill_x();
@@ -466,5 +714,7 @@ int main(void)
     test_seed_and_rng();
     test_old_opsets();
     test_errors_and_infer();
+    test_backward_mask();
+    test_grad_check();
     return check_report();
 }

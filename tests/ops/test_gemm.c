@@ -1,6 +1,8 @@
-/* test_gemm.c — onyx_gemm_f32 against its naive reference, and the Gemm and MatMul ops. */
+/* test_gemm.c — onyx_gemm_f32 against its naive reference, and the Gemm and MatMul ops, forward
+ * and backward. */
 #include "check.h"
 #include "gemm.h"
+#include "grad_check.h"
 #include "op_harness.h"
 
 #include <stdint.h>
@@ -583,6 +585,336 @@ static void test_matmul_errors_infer(void)
     th_node_free(n);
 }
 
+/* ---- backward ------------------------------------------------------------------------------ */
+
+/* Runs t's forward (after th_run) and backward once, by hand: dout[0] = dy, gradients
+ * accumulated into din[i].data (NULL: not wanted). Gemm and MatMul keep nothing for backward. */
+static void run_backward(th_node *t, const onyx_tensor *in, const onyx_tensor *out, const float *dy,
+                         onyx_tensor *din)
+{
+    onyx_node *n = th_onyx_node(t);
+    onyx_tensor dout[1] = {out[0]};
+    dout[0].data = (void *)(uintptr_t)dy;
+    onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN};
+    CHECK(n->impl->saved_size == NULL && n->impl->scratch_size == NULL);
+    n->impl->backward(n, &ctx, in, out, dout, din);
+}
+
+/* Hand-computed: Y = A B with A [2,3], B [3,2] (GA, GB) and dY all ones:
+ * dA[i][k] = sum_j B[k][j] = [1, 1, 0] for both rows, dB[k][j] = sum_i A[i][k] = [5, 7, 9].
+ * With alpha 2 and beta -3, C [2] gets -3 * 2 rows = -6 per element. din starts at 1 to show
+ * that gradients accumulate. */
+static void test_gemm_backward_hand(void)
+{
+    onyx_error err = {0};
+    onyx_tensor out[1];
+    th_node *n = th_node_new("Gemm", 13, 3, 1);
+    th_attr_float(n, "alpha", 2.0f);
+    th_attr_float(n, "beta", -3.0f);
+    const float c[2] = {0.5f, -0.5f};
+    onyx_tensor in[3] = {th_f32(2, (int64_t[]){2, 3}, GA), th_f32(2, (int64_t[]){3, 2}, GB),
+                         th_f32(1, (int64_t[]){2}, c)};
+    CHECK_OK(th_run(n, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+    const float dy[4] = {1, 1, 1, 1};
+    float da[6];
+    float db[6];
+    float dc[2];
+    for (int i = 0; i < 6; i++)
+        da[i] = db[i] = 1.0f;
+    dc[0] = dc[1] = 1.0f;
+    onyx_tensor din[3] = {in[0], in[1], in[2]};
+    din[0].data = da;
+    din[1].data = db;
+    din[2].data = dc;
+    run_backward(n, in, out, dy, din);
+    const float want_da[6] = {1 + 2, 1 + 2, 1 + 0, 1 + 2, 1 + 2, 1 + 0};
+    const float want_db[6] = {1 + 10, 1 + 10, 1 + 14, 1 + 14, 1 + 18, 1 + 18};
+    for (int i = 0; i < 6; i++) {
+        CHECK_NEAR(da[i], want_da[i]);
+        CHECK_NEAR(db[i], want_db[i]);
+    }
+    CHECK_NEAR(dc[0], 1 - 6);
+    CHECK_NEAR(dc[1], 1 - 6);
+    /* din NULL: that input is skipped (nothing else changes). */
+    din[0].data = NULL;
+    din[2].data = NULL;
+    run_backward(n, in, out, dy, din);
+    CHECK_NEAR(db[0], 1 + 10 + 10);
+    CHECK_NEAR(dc[0], 1 - 6);
+    th_node_free(n);
+}
+
+/* dC for every broadcast form of C, against a naive sum (th_naive_index), with dC starting at
+ * 1 so that each form must accumulate. */
+static void test_gemm_backward_c_forms(void)
+{
+    enum { M = 4, K = 2, N = 3 };
+    float a[M * K];
+    float b[K * N];
+    float c[M * N];
+    float dy[M * N];
+    fill(a, M * K);
+    fill(b, K * N);
+    fill(c, M * N);
+    fill(dy, M * N);
+    struct {
+        int rank;
+        int64_t dims[2];
+    } cs[] = {{0, {0, 0}}, {1, {1, 0}}, {1, {N, 0}}, {2, {1, N}},
+              {2, {M, 1}}, {2, {M, N}}, {2, {1, 1}}};
+    for (size_t ci = 0; ci < sizeof(cs) / sizeof(cs[0]); ci++) {
+        onyx_error err = {0};
+        onyx_tensor out[1];
+        th_node *n = th_node_new("Gemm", 13, 3, 1);
+        th_attr_float(n, "beta", -2.0f);
+        onyx_tensor in[3] = {th_f32(2, (int64_t[]){M, K}, a), th_f32(2, (int64_t[]){K, N}, b),
+                             th_f32(cs[ci].rank, cs[ci].dims, c)};
+        CHECK_OK(th_run(n, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+        int64_t nc = onyx_numel(&in[2]);
+        float dc[M * N];
+        double want[M * N];
+        for (int64_t i = 0; i < nc; i++) {
+            dc[i] = 1.0f;
+            want[i] = 1.0;
+        }
+        for (int64_t k = 0; k < M * N; k++)
+            want[th_naive_index(&out[0], &in[2], k)] += -2.0 * dy[k];
+        onyx_tensor din[3] = {in[0], in[1], in[2]};
+        din[0].data = NULL;
+        din[1].data = NULL;
+        din[2].data = dc;
+        run_backward(n, in, out, dy, din);
+        CHECK(th_close_f32(dc, want, nc, 1e-6, 1e-5, "gemm dC"));
+        th_node_free(n);
+    }
+}
+
+/* Finite differences over every transpose form, alpha, beta and C broadcast form. */
+static void test_gemm_grad_check(void)
+{
+    enum { M = 3, K = 4, N = 5 };
+    float a[M * K];
+    float b[K * N];
+    float c[M * N];
+    fill(a, M * K);
+    fill(b, K * N);
+    fill(c, M * N);
+    struct {
+        int rank; /* -1: no C */
+        int64_t dims[2];
+    } cs[] = {{-1, {0, 0}}, {0, {0, 0}}, {1, {1, 0}}, {1, {N, 0}},
+              {2, {1, N}},  {2, {M, 1}}, {2, {M, N}}, {2, {1, 1}}};
+    static const float alphas[] = {1.0f, 0.5f, -1.5f};
+    static const float betas[] = {1.0f, 0.25f, 0.0f, -2.0f};
+    int runs = 0;
+    int bad = 0;
+    for (int t = 0; t < 4; t++) {
+        bool ta = t & 1;
+        bool tb = t >> 1;
+        for (size_t ci = 0; ci < sizeof(cs) / sizeof(cs[0]); ci++) {
+            for (int v = 0; v < 3; v++) {
+                float alpha = alphas[(t + v) % 3];
+                float beta = betas[(ci + (size_t)v) % 4];
+                th_node *n = th_node_new("Gemm", 13, cs[ci].rank < 0 ? 2 : 3, 1);
+                th_attr_float(n, "alpha", alpha);
+                th_attr_float(n, "beta", beta);
+                th_attr_int(n, "transA", ta);
+                th_attr_int(n, "transB", tb);
+                onyx_tensor in[3] = {
+                    ta ? th_f32(2, (int64_t[]){K, M}, a) : th_f32(2, (int64_t[]){M, K}, a),
+                    tb ? th_f32(2, (int64_t[]){N, K}, b) : th_f32(2, (int64_t[]){K, N}, b),
+                    th_f32(cs[ci].rank, cs[ci].dims, c)};
+                int r = th_grad_check_default(n, ONYX_MODE_TRAIN, in, 0x7u);
+                if (r != 0)
+                    fprintf(stderr, "gemm grad: ta=%d tb=%d C rank %d alpha %g beta %g: %d\n", ta,
+                            tb, cs[ci].rank, alpha, beta, r);
+                bad += r != 0;
+                runs++;
+                th_node_free(n);
+            }
+        }
+    }
+    printf("gemm grad checks: %d, failed %d\n", runs, bad);
+    CHECK(bad == 0);
+    /* Opset 6 (C required) and 11. */
+    for (int64_t opset = 6; opset <= 11; opset += 5) {
+        th_node *n = th_node_new("Gemm", opset, 3, 1);
+        th_attr_int(n, "transB", 1);
+        onyx_tensor in[3] = {th_f32(2, (int64_t[]){M, K}, a), th_f32(2, (int64_t[]){N, K}, b),
+                             th_f32(2, (int64_t[]){M, N}, c)};
+        CHECK(th_grad_check_default(n, ONYX_MODE_TRAIN, in, 0x7u) == 0);
+        th_node_free(n);
+    }
+    /* Only some inputs wanted. */
+    th_node *n = th_node_new("Gemm", 13, 3, 1);
+    onyx_tensor in[3] = {th_f32(2, (int64_t[]){M, K}, a), th_f32(2, (int64_t[]){K, N}, b),
+                         th_f32(1, (int64_t[]){N}, c)};
+    CHECK(th_grad_check_default(n, ONYX_MODE_TRAIN, in, 0x2u) == 0);
+    CHECK(th_grad_check_default(n, ONYX_MODE_TRAIN, in, 0x5u) == 0);
+    th_node_free(n);
+    CHECK(onyx_op_find("", "Gemm", 13)->impl->grad_inputs == 0x7u);
+}
+
+/*
+ * The naive reference of MatMul's backward, in double with index arithmetic (shapes padded to
+ * rank >= 2 as in matmul_naive): dA[ia] += dY_t B_t^T, dB[ib] += A_t^T dY_t for every batch
+ * item t of Y, ia/ib the items of A and B that t reads.
+ */
+static void matmul_backward_naive(const int64_t *ad, int ar, const float *a, const int64_t *bd,
+                                  int br, const float *b, const int64_t *yd, int yr_batch,
+                                  const float *dy, double *da, double *db)
+{
+    int64_t M = ad[ar - 2];
+    int64_t K = ad[ar - 1];
+    int64_t N = bd[br - 1];
+    int64_t total = 1;
+    for (int i = 0; i < yr_batch; i++)
+        total *= yd[i];
+    for (int64_t t = 0; t < total; t++) {
+        int64_t rem = t;
+        int64_t ia = 0;
+        int64_t ib = 0;
+        int64_t sa = 1;
+        int64_t sb = 1;
+        for (int i = yr_batch - 1; i >= 0; i--) {
+            int64_t idx = rem % yd[i];
+            rem /= yd[i];
+            int ka = i - (yr_batch - (ar - 2));
+            int kb = i - (yr_batch - (br - 2));
+            if (ka >= 0) {
+                ia += (ad[ka] == 1 ? 0 : idx) * sa;
+                sa *= ad[ka];
+            }
+            if (kb >= 0) {
+                ib += (bd[kb] == 1 ? 0 : idx) * sb;
+                sb *= bd[kb];
+            }
+        }
+        const float *dyt = dy + t * M * N;
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t j = 0; j < N; j++) {
+                    da[ia * M * K + i * K + k] +=
+                        (double)dyt[i * N + j] * b[ib * K * N + k * N + j];
+                    db[ib * K * N + k * N + j] +=
+                        (double)a[ia * M * K + i * K + k] * dyt[i * N + j];
+                }
+    }
+}
+
+/* MatMul backward of A (ar, ad) x B (br, bd): a finite-difference check when `fd`, and always a
+ * comparison with matmul_backward_naive (din starting at 0.5 to include the accumulation). */
+static void check_matmul_backward(int ar, const int64_t *ad, int br, const int64_t *bd, bool fd)
+{
+    onyx_tensor ta = th_f32(ar, ad, NULL);
+    onyx_tensor tb = th_f32(br, bd, NULL);
+    size_t na = (size_t)onyx_numel(&ta);
+    size_t nb = (size_t)onyx_numel(&tb);
+    float *a = malloc(sizeof(float) * (na + 1));
+    float *b = malloc(sizeof(float) * (nb + 1));
+    fill(a, na);
+    fill(b, nb);
+    ta.data = a;
+    tb.data = b;
+    onyx_tensor in[2] = {ta, tb};
+    th_node *n = th_node_new("MatMul", 13, 2, 1);
+    if (fd) {
+        int r = th_grad_check_default(n, ONYX_MODE_TRAIN, in, 0x3u);
+        if (r != 0)
+            fprintf(stderr, "matmul grad check failed: A rank %d, B rank %d\n", ar, br);
+        CHECK(r == 0);
+    }
+    onyx_error err = {0};
+    onyx_tensor out[1];
+    CHECK_OK(th_run(n, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+    size_t ny = (size_t)onyx_numel(&out[0]);
+    float *dy = malloc(sizeof(float) * (ny + 1));
+    fill(dy, ny);
+    float *da = malloc(sizeof(float) * (na + 1));
+    float *db = malloc(sizeof(float) * (nb + 1));
+    double *wa = malloc(sizeof(double) * (na + 1));
+    double *wb = malloc(sizeof(double) * (nb + 1));
+    for (size_t i = 0; i < na; i++) {
+        da[i] = 0.5f;
+        wa[i] = 0.5;
+    }
+    for (size_t i = 0; i < nb; i++) {
+        db[i] = 0.5f;
+        wb[i] = 0.5;
+    }
+    onyx_tensor din[2] = {ta, tb};
+    din[0].data = da;
+    din[1].data = db;
+    run_backward(n, in, out, dy, din);
+
+    /* The reference on 2-D-promoted shapes. */
+    int64_t pad[ONYX_MAX_RANK];
+    int64_t pbd[ONYX_MAX_RANK];
+    int par = ar < 2 ? 2 : ar;
+    int pbr = br < 2 ? 2 : br;
+    if (ar == 1) {
+        pad[0] = 1;
+        pad[1] = ad[0];
+    } else {
+        memcpy(pad, ad, sizeof(int64_t) * (size_t)ar);
+    }
+    if (br == 1) {
+        pbd[0] = bd[0];
+        pbd[1] = 1;
+    } else {
+        memcpy(pbd, bd, sizeof(int64_t) * (size_t)br);
+    }
+    int nbat = (par > pbr ? par : pbr) - 2;
+    int64_t ybd[ONYX_MAX_RANK];
+    for (int i = 0; i < nbat; i++) {
+        int ka = i - (nbat - (par - 2));
+        int kb = i - (nbat - (pbr - 2));
+        int64_t da_ = ka >= 0 ? pad[ka] : 1;
+        int64_t db_ = kb >= 0 ? pbd[kb] : 1;
+        ybd[i] = da_ == 1 ? db_ : da_;
+    }
+    matmul_backward_naive(pad, par, a, pbd, pbr, b, ybd, nbat, dy, wa, wb);
+    /* float32 sums over up to K (or batch*M) terms of magnitude <= 1 */
+    CHECK(th_close_f32(da, wa, (int64_t)na, 1e-4, 1e-4, "matmul dA"));
+    CHECK(th_close_f32(db, wb, (int64_t)nb, 1e-4, 1e-4, "matmul dB"));
+    th_node_free(n);
+    free(a);
+    free(b);
+    free(dy);
+    free(da);
+    free(db);
+    free(wa);
+    free(wb);
+}
+
+static void test_matmul_backward(void)
+{
+    /* plain, 1-D on either side or both */
+    check_matmul_backward(2, (int64_t[]){3, 4}, 2, (int64_t[]){4, 5}, true);
+    check_matmul_backward(1, (int64_t[]){4}, 2, (int64_t[]){4, 5}, true);
+    check_matmul_backward(2, (int64_t[]){3, 4}, 1, (int64_t[]){4}, true);
+    check_matmul_backward(1, (int64_t[]){4}, 1, (int64_t[]){4}, true);
+    /* B without batch dims (one folded GEMM per gradient), 1-D B under batched A */
+    check_matmul_backward(3, (int64_t[]){2, 3, 4}, 2, (int64_t[]){4, 5}, true);
+    check_matmul_backward(3, (int64_t[]){2, 3, 4}, 1, (int64_t[]){4}, true);
+    /* A without batch dims against batched B: dA sums over B's batch */
+    check_matmul_backward(2, (int64_t[]){3, 4}, 3, (int64_t[]){2, 4, 5}, true);
+    check_matmul_backward(1, (int64_t[]){4}, 3, (int64_t[]){2, 4, 3}, true);
+    /* same batch, and batch dims broadcast both ways */
+    check_matmul_backward(3, (int64_t[]){2, 3, 4}, 3, (int64_t[]){2, 4, 3}, true);
+    check_matmul_backward(4, (int64_t[]){2, 1, 3, 4}, 3, (int64_t[]){3, 4, 2}, true);
+    check_matmul_backward(3, (int64_t[]){1, 3, 4}, 4, (int64_t[]){3, 2, 4, 2}, true);
+    check_matmul_backward(4, (int64_t[]){2, 1, 2, 3}, 4, (int64_t[]){1, 3, 3, 2}, true);
+    /* larger than the GEMM blocks, against the naive reference only */
+    check_matmul_backward(3, (int64_t[]){2, 70, 150}, 3, (int64_t[]){2, 150, 130}, false);
+    check_matmul_backward(4, (int64_t[]){3, 1, 33, 65}, 3, (int64_t[]){2, 65, 17}, false);
+    check_matmul_backward(3, (int64_t[]){5, 7, 33}, 2, (int64_t[]){33, 17}, false);
+    /* empty dims */
+    check_matmul_backward(3, (int64_t[]){0, 3, 4}, 3, (int64_t[]){1, 4, 2}, false);
+    check_matmul_backward(2, (int64_t[]){3, 0}, 2, (int64_t[]){0, 2}, false);
+    CHECK(onyx_op_find("", "MatMul", 13)->impl->grad_inputs == 0x3u);
+}
+
 int main(void)
 {
     test_gemm_edges();
@@ -593,5 +925,9 @@ int main(void)
     test_gemm_op_infer();
     test_matmul();
     test_matmul_errors_infer();
+    test_gemm_backward_hand();
+    test_gemm_backward_c_forms();
+    test_gemm_grad_check();
+    test_matmul_backward();
     return check_report();
 }

@@ -1,6 +1,8 @@
 /* test_norm.c — BatchNormalization (modes, opsets) and LayerNormalization, against double
- * references written from the spec formulas and against the ONNX conformance data. */
+ * references written from the spec formulas and against the ONNX conformance data; their
+ * backward passes by finite differences and by hand, and BatchNorm's running-statistics update. */
 #include "check.h"
+#include "grad_check.h"
 #include "op_harness.h"
 
 #include <stdint.h>
@@ -627,6 +629,408 @@ static void test_ln_errors_infer(void)
     th_node_free(n);
 }
 
+/* ---- backward ------------------------------------------------------------------------------ */
+
+/* A forward and backward of node t by hand, as a training step runs them: infer, forward in
+ * `mode` with impl->saved_size bytes of saved memory (when `with_saved`), then backward with
+ * dout[0] = dy (the other outputs' dout NULL) into din. out[] gets malloc'd data (free with
+ * pass_free); saved stays allocated for update_state. */
+typedef struct pass {
+    onyx_tensor out[5];
+    void *saved;
+    size_t saved_size;
+} pass;
+
+static void pass_run(th_node *t, onyx_mode mode, const onyx_tensor *in, bool with_saved,
+                     const float *dy, onyx_tensor *din, pass *ps)
+{
+    onyx_node *n = th_onyx_node(t);
+    onyx_error err = {0};
+    memset(ps, 0, sizeof(*ps));
+    CHECK_OK(th_infer(t, in, ps->out, &err), err.msg);
+    for (int j = 0; j < n->n_out; j++)
+        if (n->out[j] >= 0)
+            ps->out[j].data = calloc(1, onyx_nbytes(&ps->out[j]) + 1);
+    ps->saved_size = n->impl->saved_size(n, in, ps->out);
+    ps->saved = with_saved && ps->saved_size ? calloc(1, ps->saved_size) : NULL;
+    onyx_kctx ctx = {.mode = mode, .saved = ps->saved};
+    n->impl->forward(n, &ctx, in, ps->out);
+    onyx_tensor dout[5];
+    for (int j = 0; j < n->n_out; j++) {
+        dout[j] = ps->out[j];
+        dout[j].data = NULL;
+    }
+    dout[0].data = (void *)(uintptr_t)dy;
+    n->impl->backward(n, &ctx, in, ps->out, dout, din);
+}
+
+static void pass_free(pass *ps)
+{
+    for (int j = 0; j < 5; j++)
+        free(ps->out[j].data);
+    free(ps->saved);
+}
+
+/* din views of in[0..n_in) over the caller's buffers (NULL: no gradient wanted). */
+static void set_din(onyx_tensor *din, const onyx_tensor *in, int n_in, float *const *bufs)
+{
+    for (int i = 0; i < n_in; i++) {
+        din[i] = in[i];
+        din[i].data = bufs[i];
+    }
+}
+
+/*
+ * By hand, X = [-1, 0, 1] as (N=3, C=1), scale 2, B 0.5, epsilon 0, dy = [1, 0, 0], every
+ * gradient starting at 1 (accumulation).
+ * Batch statistics: mean 0, var 2/3, rstd = sqrt(1.5), xhat = [-rstd, 0, rstd];
+ *   sum(dy) = 1, sum(dy * xhat) = -rstd,
+ *   dx = scale * rstd / 3 * (3 dy - 1 - xhat * (-rstd)) = 2 rstd / 3 * [0.5, -1, 0.5],
+ *   dscale = -rstd, dB = 1.
+ * Running statistics mean 0, var 1 (rstd 1): dx = dy * scale = [2, 0, 0], dscale = sum(dy * x)
+ * = -1, dB = 1.
+ */
+static void test_bn_backward_hand(void)
+{
+    const float x[3] = {-1, 0, 1};
+    const float scale[1] = {2};
+    const float bias[1] = {0.5f};
+    const float mean[1] = {0};
+    const float var[1] = {1};
+    const float dy[3] = {1, 0, 0};
+    const double r = sqrt(1.5);
+    for (int training = 0; training < 2; training++) {
+        th_node *n = th_node_new("BatchNormalization", 15, 5, 1);
+        th_attr_float(n, "epsilon", 0.0f);
+        onyx_tensor in[5] = {th_f32(2, (int64_t[]){3, 1}, x), th_f32(1, (int64_t[]){1}, scale),
+                             th_f32(1, (int64_t[]){1}, bias), th_f32(1, (int64_t[]){1}, mean),
+                             th_f32(1, (int64_t[]){1}, var)};
+        float dx[3] = {1, 1, 1};
+        float ds[1] = {1};
+        float db[1] = {1};
+        onyx_tensor din[5];
+        set_din(din, in, 5, (float *const[]){dx, ds, db, NULL, NULL});
+        pass ps;
+        pass_run(n, training ? ONYX_MODE_TRAIN : ONYX_MODE_INFER, in, true, dy, din, &ps);
+        const double want_dx_t[3] = {1 + 2 * r / 3 * 0.5, 1 - 2 * r / 3, 1 + 2 * r / 3 * 0.5};
+        const double want_dx_i[3] = {1 + 2, 1, 1};
+        CHECK(th_close_f32(dx, training ? want_dx_t : want_dx_i, 3, 1e-6, 1e-6, "bn dx"));
+        CHECK_NEAR(ds[0], training ? 1 - r : 1 - 1);
+        CHECK_NEAR(db[0], 2);
+        pass_free(&ps);
+        th_node_free(n);
+    }
+    CHECK(onyx_op_find("", "BatchNormalization", 15)->impl->grad_inputs == 0x7u);
+}
+
+/* Finite differences w.r.t. X, scale and B, in every mode and for every layout of X. */
+static void test_bn_grad_check(void)
+{
+    static const int64_t shapes[][4] = {{2, 3, 2, 2}, {4, 3, 0, 0}, {5, 0, 0, 0}, {3, 2, 5, 0}};
+    static const int ranks[] = {4, 2, 1, 3};
+    struct {
+        int64_t opset;
+        int n_out;
+        onyx_mode mode;
+        int training_mode; /* opset 14+ attribute; -1: absent */
+    } variants[] = {
+        {15, 1, ONYX_MODE_TRAIN, -1}, /* batch statistics whatever the model says */
+        {15, 3, ONYX_MODE_TRAIN, -1}, /* ... with the running-statistics outputs */
+        {15, 1, ONYX_MODE_INFER, 1},  /* running statistics whatever the model says */
+        {15, 3, ONYX_MODE_GRAPH, 1},  /* the spec's training mode */
+        {14, 1, ONYX_MODE_GRAPH, 0},  /* the spec's inference mode */
+        {9, 5, ONYX_MODE_GRAPH, -1},  /* opset 9: training when more than Y is requested */
+        {9, 1, ONYX_MODE_GRAPH, -1},  /* opset 9, Y only: inference */
+        {6, 5, ONYX_MODE_TRAIN, -1},  /* opset 6 */
+    };
+    float x[60];
+    float sc[3];
+    float bi[3];
+    float mean[3];
+    float var[3];
+    for (int i = 0; i < 60; i++)
+        x[i] = th_frand(&lcg_state) * 2.0f + (float)(i % 3);
+    for (int c = 0; c < 3; c++) {
+        sc[c] = 0.5f + th_frand(&lcg_state);
+        bi[c] = th_frand(&lcg_state);
+        mean[c] = th_frand(&lcg_state);
+        var[c] = 0.75f + 0.5f * th_frand(&lcg_state);
+    }
+    int runs = 0;
+    int bad = 0;
+    for (size_t si = 0; si < sizeof(ranks) / sizeof(ranks[0]); si++) {
+        int64_t C = ranks[si] >= 2 ? shapes[si][1] : 1;
+        for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
+            th_node *n = th_node_new("BatchNormalization", variants[v].opset, 5, variants[v].n_out);
+            if (variants[v].training_mode >= 0)
+                th_attr_int(n, "training_mode", variants[v].training_mode);
+            onyx_tensor in[5] = {th_f32(ranks[si], shapes[si], x), th_f32(1, &C, sc),
+                                 th_f32(1, &C, bi), th_f32(1, &C, mean), th_f32(1, &C, var)};
+            /* out_mask 1: no gradient flows back from the statistics outputs */
+            int res = th_grad_check(n, variants[v].mode, in, 0x7u, 0x1u, 1e-2, 1e-3, 1e-2, NULL);
+            if (res != 0)
+                fprintf(stderr, "batchnorm grad check: rank %d, variant %zu: %d\n", ranks[si], v,
+                        res);
+            bad += res != 0;
+            runs++;
+            th_node_free(n);
+        }
+    }
+    printf("batchnorm grad checks: %d, failed %d\n", runs, bad);
+    CHECK(bad == 0);
+}
+
+/* The saved statistics and update_state: after a training forward the new running statistics
+ * are exactly forward's outputs 1 and 2; outside training they stay as they were. Backward
+ * without saved memory computes the batch statistics again and gives the same gradients. */
+static void test_bn_update_state(void)
+{
+    const int64_t dims[3] = {BN_N, BN_C, BN_S};
+    const int64_t cd[1] = {BN_C};
+    onyx_tensor in[5] = {th_f32(3, dims, bx), th_f32(1, cd, bscale), th_f32(1, cd, bbias),
+                         th_f32(1, cd, bmean), th_f32(1, cd, bvar)};
+    enum { NX = BN_N * BN_C * BN_S };
+    float dy[NX];
+    for (int i = 0; i < NX; i++)
+        dy[i] = th_frand(&lcg_state);
+    double yref[NX];
+    double stats[4 * BN_C];
+    bn_ref(bx, BN_N, BN_C, BN_S, bscale, bbias, bmean, bvar, 1e-5, 0.8, true, yref, stats);
+
+    for (int mode = 0; mode < 2; mode++) {
+        bool training = mode == 1;
+        th_node *n = th_node_new("BatchNormalization", 15, 5, 3);
+        th_attr_float(n, "momentum", 0.8f);
+        onyx_node *node = th_onyx_node(n);
+        float dx[NX] = {0};
+        onyx_tensor din[5];
+        set_din(din, in, 5, (float *const[]){dx, NULL, NULL, NULL, NULL});
+        pass ps;
+        onyx_mode m = training ? ONYX_MODE_TRAIN : ONYX_MODE_INFER;
+        pass_run(n, m, in, true, dy, din, &ps);
+        CHECK(ps.saved_size == 2 * BN_C * sizeof(double));
+        const double *sv = ps.saved;
+        for (int c = 0; c < BN_C; c++) {
+            CHECK_NEAR_TOL(sv[c], training ? stats[2 * BN_C + c] : bmean[c], 1e-9, 1e-9);
+            CHECK_NEAR_TOL(sv[BN_C + c], training ? stats[3 * BN_C + c] : bvar[c], 1e-9, 1e-9);
+        }
+        float new_mean[BN_C];
+        float new_var[BN_C];
+        onyx_tensor state[5];
+        set_din(state, in, 5, (float *const[]){NULL, NULL, NULL, new_mean, new_var});
+        onyx_kctx ctx = {.mode = m, .saved = ps.saved};
+        node->impl->update_state(node, &ctx, in, state);
+        CHECK(memcmp(new_mean, ps.out[1].data, sizeof new_mean) == 0);
+        CHECK(memcmp(new_var, ps.out[2].data, sizeof new_var) == 0);
+        for (int c = 0; c < BN_C; c++) {
+            CHECK_NEAR(new_mean[c], training ? stats[c] : bmean[c]);
+            CHECK_NEAR(new_var[c], training ? stats[BN_C + c] : bvar[c]);
+        }
+        /* only the state asked for is written */
+        new_mean[0] = 1234.0f;
+        state[3].data = NULL;
+        node->impl->update_state(node, &ctx, in, state);
+        CHECK(new_mean[0] == 1234.0f);
+
+        /* no saved memory: the same dx */
+        float dx2[NX] = {0};
+        set_din(din, in, 5, (float *const[]){dx2, NULL, NULL, NULL, NULL});
+        pass ps2;
+        pass_run(n, m, in, false, dy, din, &ps2);
+        CHECK(memcmp(dx, dx2, sizeof dx) == 0);
+        pass_free(&ps2);
+        pass_free(&ps);
+        th_node_free(n);
+    }
+}
+
+/*
+ * By hand, X = [1, 2, 3] (one row), Scale 1, B 0, epsilon 0, dy = [1, 0, 0], every gradient
+ * starting at 1: mean 2, rstd = sqrt(1.5), xhat = [-rstd, 0, rstd], dxhat = dy,
+ *   dx = rstd * (dxhat - 1/3 - xhat * (-rstd / 3)) = rstd * [1/6, -1/3, 1/6],
+ *   dScale = dy * xhat = [-rstd, 0, 0], dB = dy.
+ */
+static void test_ln_backward_hand(void)
+{
+    const float x[3] = {1, 2, 3};
+    const float w[3] = {1, 1, 1};
+    const float b[3] = {0, 0, 0};
+    const float dy[3] = {1, 0, 0};
+    const double r = sqrt(1.5);
+    th_node *n = th_node_new("LayerNormalization", 17, 3, 1);
+    th_attr_float(n, "epsilon", 0.0f);
+    onyx_tensor in[3] = {th_f32(2, (int64_t[]){1, 3}, x), th_f32(1, (int64_t[]){3}, w),
+                         th_f32(1, (int64_t[]){3}, b)};
+    float dx[3] = {1, 1, 1};
+    float dw[3] = {1, 1, 1};
+    float db[3] = {1, 1, 1};
+    onyx_tensor din[3];
+    set_din(din, in, 3, (float *const[]){dx, dw, db});
+    pass ps;
+    pass_run(n, ONYX_MODE_TRAIN, in, true, dy, din, &ps);
+    CHECK(th_close_f32(dx, (const double[]){1 + r / 6, 1 - r / 3, 1 + r / 6}, 3, 1e-6, 1e-6,
+                       "ln dx"));
+    CHECK(th_close_f32(dw, (const double[]){1 - r, 1, 1}, 3, 1e-6, 1e-6, "ln dScale"));
+    CHECK(th_close_f32(db, (const double[]){2, 1, 1}, 3, 1e-6, 1e-6, "ln dB"));
+    pass_free(&ps);
+    th_node_free(n);
+    CHECK(onyx_op_find("", "LayerNormalization", 17)->impl->grad_inputs == 0x7u);
+}
+
+/* Finite differences over every axis, with and without B, with the Mean/InvStdDev outputs
+ * (backward reads them) and without (backward reads the saved memory), and with Scale and B
+ * broadcast within the normalised dims. */
+static void test_ln_grad_check(void)
+{
+    const int64_t dims[3] = {2, 3, 4};
+    float x[24];
+    float w[24];
+    float b[24];
+    for (int i = 0; i < 24; i++) {
+        x[i] = th_frand(&lcg_state) * 2.0f + 0.5f;
+        w[i] = 0.5f + th_frand(&lcg_state);
+        b[i] = th_frand(&lcg_state);
+    }
+    int runs = 0;
+    int bad = 0;
+    for (int64_t a = -3; a < 3; a++) {
+        int axis = (int)(a < 0 ? a + 3 : a);
+        for (int v = 0; v < 4; v++) {
+            bool with_b = v & 1;
+            bool with_stats = v & 2;
+            th_node *n = th_node_new("LayerNormalization", 17, with_b ? 3 : 2, 3);
+            th_attr_int(n, "axis", a);
+            if (!with_stats) {
+                th_set_out_omitted(n, 1);
+                th_set_out_omitted(n, 2);
+            }
+            onyx_tensor in[3] = {th_f32(3, dims, x), th_f32(3 - axis, dims + axis, w),
+                                 th_f32(3 - axis, dims + axis, b)};
+            int res = th_grad_check(n, ONYX_MODE_TRAIN, in, 0x7u, 0x1u, 1e-2, 1e-3, 1e-2, NULL);
+            if (res != 0)
+                fprintf(stderr, "layernorm grad check: axis %lld, B %d, stats %d: %d\n",
+                        (long long)a, with_b, with_stats, res);
+            bad += res != 0;
+            runs++;
+            th_node_free(n);
+        }
+    }
+    /* Scale and B broadcast within the normalised dims [3, 4] (axis 1). */
+    static const struct {
+        int wr;
+        int64_t wd[2];
+        int br;
+        int64_t bd[2];
+    } bc[] = {{1, {4, 0}, 1, {4, 0}},
+              {2, {1, 4}, 2, {3, 1}},
+              {2, {3, 1}, 0, {0, 0}},
+              {0, {0, 0}, 2, {3, 4}},
+              {1, {1, 0}, 2, {1, 1}}};
+    for (size_t i = 0; i < sizeof(bc) / sizeof(bc[0]); i++) {
+        for (int with_stats = 0; with_stats < 2; with_stats++) {
+            th_node *n = th_node_new("LayerNormalization", 17, 3, with_stats ? 3 : 1);
+            th_attr_int(n, "axis", 1);
+            onyx_tensor in[3] = {th_f32(3, dims, x), th_f32(bc[i].wr, bc[i].wd, w),
+                                 th_f32(bc[i].br, bc[i].bd, b)};
+            int res = th_grad_check(n, ONYX_MODE_TRAIN, in, 0x7u, 0x1u, 1e-2, 1e-3, 1e-2, NULL);
+            if (res != 0)
+                fprintf(stderr, "layernorm grad check: broadcast case %zu: %d\n", i, res);
+            bad += res != 0;
+            runs++;
+            th_node_free(n);
+        }
+    }
+    printf("layernorm grad checks: %d, failed %d\n", runs, bad);
+    CHECK(bad == 0);
+}
+
+/*
+ * The strided kernel (Scale/B broadcast) against the contiguous one: Scale [1,4] and B [3,1]
+ * over normalised dims [3,4] give the dx of Scale and B expanded to [3,4], and dScale/dB equal
+ * to the expanded gradients summed over the broadcast dim. Also checks saved_size, and that
+ * the saved path, the output path and no saved memory at all give the same gradients.
+ */
+static void test_ln_strided_vs_contiguous(void)
+{
+    enum { R = 5, D0 = 3, D1 = 4, NX = R * D0 * D1 };
+    const int64_t dims[3] = {R, D0, D1};
+    float x[NX];
+    float dy[NX];
+    float w4[D1];
+    float b3[D0];
+    float wf[D0 * D1];
+    float bf[D0 * D1];
+    for (int i = 0; i < NX; i++) {
+        x[i] = th_frand(&lcg_state) * 3.0f;
+        dy[i] = th_frand(&lcg_state);
+    }
+    for (int j = 0; j < D1; j++)
+        w4[j] = 0.5f + th_frand(&lcg_state);
+    for (int i = 0; i < D0; i++)
+        b3[i] = th_frand(&lcg_state);
+    for (int i = 0; i < D0; i++)
+        for (int j = 0; j < D1; j++) {
+            wf[i * D1 + j] = w4[j];
+            bf[i * D1 + j] = b3[i];
+        }
+    /* contiguous, with the statistics outputs */
+    th_node *nf = th_node_new("LayerNormalization", 17, 3, 3);
+    th_attr_int(nf, "axis", 1);
+    onyx_tensor inf[3] = {th_f32(3, dims, x), th_f32(2, dims + 1, wf), th_f32(2, dims + 1, bf)};
+    float dxf[NX] = {0};
+    float dwf[D0 * D1] = {0};
+    float dbf[D0 * D1] = {0};
+    onyx_tensor din[3];
+    set_din(din, inf, 3, (float *const[]){dxf, dwf, dbf});
+    pass ps;
+    pass_run(nf, ONYX_MODE_TRAIN, inf, true, dy, din, &ps);
+    CHECK(ps.saved_size == 0);
+    pass_free(&ps);
+    /* broadcast, statistics omitted: saved memory */
+    th_node *nb = th_node_new("LayerNormalization", 17, 3, 1);
+    th_attr_int(nb, "axis", 1);
+    onyx_tensor inb[3] = {th_f32(3, dims, x), th_f32(2, (int64_t[]){1, D1}, w4),
+                          th_f32(2, (int64_t[]){D0, 1}, b3)};
+    float dxb[NX] = {0};
+    float dwb[D1] = {0};
+    float dbb[D0] = {0};
+    set_din(din, inb, 3, (float *const[]){dxb, dwb, dbb});
+    pass_run(nb, ONYX_MODE_TRAIN, inb, true, dy, din, &ps);
+    CHECK(ps.saved_size == 2 * R * sizeof(float));
+    pass_free(&ps);
+    double want[NX];
+    for (int i = 0; i < NX; i++)
+        want[i] = dxf[i];
+    CHECK(th_close_f32(dxb, want, NX, 1e-6, 1e-5, "ln strided dx"));
+    double wdw[D1] = {0};
+    double wdb[D0] = {0};
+    for (int i = 0; i < D0; i++)
+        for (int j = 0; j < D1; j++) {
+            wdw[j] += dwf[i * D1 + j];
+            wdb[i] += dbf[i * D1 + j];
+        }
+    CHECK(th_close_f32(dwb, wdw, D1, 1e-5, 1e-5, "ln strided dScale"));
+    CHECK(th_close_f32(dbb, wdb, D0, 1e-5, 1e-5, "ln strided dB"));
+
+    /* contiguous without statistics outputs: saved path, then no saved memory at all */
+    for (int with_saved = 0; with_saved < 2; with_saved++) {
+        th_node *ns = th_node_new("LayerNormalization", 17, 3, 1);
+        th_attr_int(ns, "axis", 1);
+        float dx2[NX] = {0};
+        float dw2[D0 * D1] = {0};
+        float db2[D0 * D1] = {0};
+        set_din(din, inf, 3, (float *const[]){dx2, dw2, db2});
+        pass_run(ns, ONYX_MODE_TRAIN, inf, with_saved, dy, din, &ps);
+        CHECK(memcmp(dx2, dxf, sizeof dx2) == 0);
+        CHECK(memcmp(dw2, dwf, sizeof dw2) == 0);
+        CHECK(memcmp(db2, dbf, sizeof db2) == 0);
+        pass_free(&ps);
+        th_node_free(ns);
+    }
+    th_node_free(nf);
+    th_node_free(nb);
+}
+
 int main(void)
 {
     test_bn_conformance();
@@ -636,5 +1040,11 @@ int main(void)
     test_ln_conformance();
     test_ln_axes();
     test_ln_errors_infer();
+    test_bn_backward_hand();
+    test_bn_grad_check();
+    test_bn_update_state();
+    test_ln_backward_hand();
+    test_ln_grad_check();
+    test_ln_strided_vs_contiguous();
     return check_report();
 }

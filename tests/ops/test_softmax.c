@@ -1,5 +1,7 @@
-/* test_softmax.c — Softmax and LogSoftmax, both opset behaviours, against a double reference. */
+/* test_softmax.c — Softmax and LogSoftmax, both opset behaviours, against a double reference;
+ * backward by finite differences and by hand. */
 #include "check.h"
+#include "grad_check.h"
 #include "op_harness.h"
 
 #include <stdint.h>
@@ -271,11 +273,116 @@ static void test_errors_and_infer(void)
     th_node_free(n);
 }
 
+/* ---- backward ------------------------------------------------------------------------------ */
+
+/* Finite differences of op at opset over x of the given shape (values in [-4, 4)). */
+static int grad_case(const char *op, int64_t opset, int rank, const int64_t *dims, bool has_axis,
+                     int64_t axis)
+{
+    onyx_tensor t = th_f32(rank, dims, NULL);
+    size_t total = (size_t)onyx_numel(&t);
+    float *x = malloc(sizeof(float) * (total + 1));
+    for (size_t i = 0; i < total; i++)
+        x[i] = frand();
+    t.data = x;
+    th_node *n = th_node_new(op, opset, 1, 1);
+    if (has_axis)
+        th_attr_int(n, "axis", axis);
+    int r = th_grad_check_default(n, ONYX_MODE_TRAIN, &t, 0x1u);
+    if (r != 0)
+        fprintf(stderr, "%s opset %lld axis %lld (given: %d): grad check %d\n", op,
+                (long long)opset, (long long)axis, has_axis, r);
+    th_node_free(n);
+    free(x);
+    return r;
+}
+
+static void test_grad_every_axis(void)
+{
+    static const char *ops[] = {"Softmax", "LogSoftmax"};
+    static const int64_t opsets[] = {1, 11, 13};
+    const int64_t d3[3] = {2, 3, 4};
+    int runs = 0;
+    int bad = 0;
+    for (int o = 0; o < 2; o++) {
+        for (int v = 0; v < 3; v++) {
+            bad += grad_case(ops[o], opsets[v], 3, d3, false, 0) != 0;
+            runs++;
+            for (int64_t a = -3; a < 3; a++) {
+                bad += grad_case(ops[o], opsets[v], 3, d3, true, a) != 0;
+                runs++;
+            }
+        }
+        /* 1-D; inner dim longer than one chunk of the strided kernels; rank 4 */
+        bad += grad_case(ops[o], 13, 1, (const int64_t[]){7}, false, 0) != 0;
+        bad += grad_case(ops[o], 13, 3, (const int64_t[]){2, 3, 300}, true, 1) != 0;
+        bad += grad_case(ops[o], 13, 2, (const int64_t[]){3, 260}, true, 0) != 0;
+        bad += grad_case(ops[o], 11, 4, (const int64_t[]){2, 3, 2, 2}, true, 2) != 0;
+        bad += grad_case(ops[o], 13, 4, (const int64_t[]){2, 3, 2, 2}, true, 2) != 0;
+        runs += 5;
+    }
+    printf("softmax grad checks: %d, failed %d\n", runs, bad);
+    CHECK(bad == 0);
+    CHECK(onyx_op_find("", "Softmax", 13)->impl->grad_inputs == 0x1u);
+    CHECK(onyx_op_find("", "LogSoftmax", 1)->impl->grad_inputs == 0x1u);
+}
+
+/*
+ * By hand, for x = [-1, 0, 1] (y = softmax(x) = [0.0900306, 0.2447285, 0.6652410]) and
+ * dy = [1, 0, 0], with dx starting at 1 (accumulation):
+ *   Softmax:    dx = y * (dy - y0)    = [y0 (1 - y0), -y1 y0, -y2 y0]
+ *   LogSoftmax: dx = dy - y * sum(dy) = [1 - y0, -y1, -y2]
+ * once along a contiguous axis ([1,3], axis 1) and once along a strided one ([3,2], axis 0, both
+ * columns the same).
+ */
+static void test_grad_hand(void)
+{
+    const double y0 = 0.09003057317038046;
+    const double y1 = 0.24472847105479767;
+    const double y2 = 0.6652409557748219;
+    const double want_sm[3] = {1 + y0 * (1 - y0), 1 - y1 * y0, 1 - y2 * y0};
+    const double want_lsm[3] = {1 + 1 - y0, 1 - y1, 1 - y2};
+    const float x[3] = {-1, 0, 1};
+    const float dy[3] = {1, 0, 0};
+    const float xt[6] = {-1, -1, 0, 0, 1, 1};
+    const float dyt[6] = {1, 1, 0, 0, 0, 0};
+    for (int log_out = 0; log_out < 2; log_out++) {
+        for (int strided = 0; strided < 2; strided++) {
+            onyx_error err = {0};
+            onyx_tensor out[1];
+            th_node *n = th_node_new(log_out ? "LogSoftmax" : "Softmax", 13, 1, 1);
+            th_attr_int(n, "axis", strided ? 0 : 1);
+            onyx_tensor in =
+                strided ? th_f32(2, (int64_t[]){3, 2}, xt) : th_f32(2, (int64_t[]){1, 3}, x);
+            CHECK_OK(th_run(n, ONYX_MODE_TRAIN, &in, out, &err), err.msg);
+            float dx[6] = {1, 1, 1, 1, 1, 1};
+            onyx_tensor dout = out[0];
+            dout.data = (void *)(uintptr_t)(strided ? dyt : dy);
+            onyx_tensor din = in;
+            din.data = dx;
+            onyx_node *node = th_onyx_node(n);
+            onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN};
+            node->impl->backward(node, &ctx, &in, out, &dout, &din);
+            const double *want = log_out ? want_lsm : want_sm;
+            double w6[6];
+            for (int i = 0; i < 6; i++)
+                w6[i] = strided ? want[i / 2] : want[i % 3];
+            CHECK(th_close_f32(dx, w6, strided ? 6 : 3, 1e-6, 1e-6, "softmax dx"));
+            /* no gradient wanted: nothing happens */
+            din.data = NULL;
+            node->impl->backward(node, &ctx, &in, out, &dout, &din);
+            th_node_free(n);
+        }
+    }
+}
+
 int main(void)
 {
     test_every_axis();
     test_hand_values();
     test_other_dtypes();
     test_errors_and_infer();
+    test_grad_every_axis();
+    test_grad_hand();
     return check_report();
 }

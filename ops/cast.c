@@ -7,7 +7,12 @@
  * bfloat16 rounds to nearest even. Integer -> integer goes through int64, so large values stay
  * exact. Opset 1's string form of `to` is not supported (the registry starts at 6); the
  * `saturate` attribute (opset 19) only concerns float8 types, which onyx does not hold.
- * Cast has no backward yet (training issue #3).
+ *
+ * Backward: only float32 -> float32 (the identity) carries a gradient, dx += dy. Every other
+ * pairing has none: the trainer differentiates float32 tensors only (runtime/autodiff.c), so a
+ * Cast whose input or output is not float32 never receives or passes a gradient, and backward
+ * does nothing for it if it is called all the same. grad_inputs is per impl and so says input 0
+ * for every Cast; the dtypes decide.
  */
 #include "ops.h"
 
@@ -129,5 +134,25 @@ static void cast_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *
         cast_generic(from, in[0].data, to, out[0].data, count);
 }
 
-const onyx_op_impl onyx_impl_cast = {
-    .init = cast_init, .infer = cast_infer, .forward = cast_forward};
+/* Backward of y = x for float32 -> float32: dx += dy. Any other pairing: no gradient. */
+static void cast_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                          const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)n;
+    (void)ctx;
+    if (in[0].dtype != ONYX_DTYPE_F32 || out[0].dtype != ONYX_DTYPE_F32)
+        return;
+    if (din[0].data == NULL || dout[0].data == NULL)
+        return;
+    const float *dy = dout[0].data;
+    float *dx = din[0].data;
+    int64_t count = onyx_numel(&in[0]);
+    for (int64_t i = 0; i < count; i++)
+        dx[i] += dy[i];
+}
+
+const onyx_op_impl onyx_impl_cast = {.init = cast_init,
+                                     .infer = cast_infer,
+                                     .forward = cast_forward,
+                                     .backward = cast_backward,
+                                     .grad_inputs = 1u << 0};

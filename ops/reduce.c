@@ -11,7 +11,10 @@
  * float32 has direct loops for the common layouts after merging adjacent dims: (K, R) reduce
  * the last dims, (R, K) and (K1, R, K2) reduce a leading or middle block. Everything else
  * (other dtypes, other layouts) goes through one generic odometer loop, the naive reference.
- * No backward yet (training issue #3).
+ *
+ * Backward (float32): every element of x went into exactly one output element, with weight 1
+ * (ReduceSum) or 1/count (ReduceMean), so dx += dy broadcast back over the reduced axes (times
+ * 1/count for the mean); with noop_with_empty_axes and no axes, dx += dy.
  */
 #include "ops.h"
 
@@ -406,5 +409,65 @@ static void reduce_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
     reduce_generic(dt, x->data, y->data, n_out, &w, p->mean);
 }
 
-const onyx_op_impl onyx_impl_reduce = {
-    .init = reduce_init, .infer = reduce_infer, .forward = reduce_forward};
+/*
+ * Backward of reduced[j] = scale * sum_{i -> j} data[i] (scale 1, or 1/count for the mean):
+ * d data[i] += scale * d reduced[j(i)]. dy is viewed with data's rank (1 at each reduced axis,
+ * as keepdims=1 gives it: same element order either way) and broadcast back to data's shape by
+ * the broadcast walk: along each row of dx, dy steps by 1 (a kept inner dim) or 0 (reduced).
+ */
+static void reduce_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                            const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)ctx;
+    (void)out;
+    const reduce_priv *p = n->priv;
+    const onyx_tensor *x = &in[0];
+    const float *dy = dout[0].data;
+    float *dx = din[0].data;
+    int64_t numel = onyx_numel(x);
+    if (dx == NULL || dy == NULL || numel == 0)
+        return;
+    int plan;
+    bool mark[ONYX_MAX_RANK];
+    int64_t n_axes;
+    if (reduce_plan(n, in, &plan, mark, &n_axes, NULL) != ONYX_OK)
+        return; /* infer accepted these inputs: cannot happen */
+    if (plan == PLAN_NOOP) {
+        for (int64_t i = 0; i < numel; i++)
+            dx[i] += dy[i];
+        return;
+    }
+    onyx_tensor yk = {.dtype = ONYX_DTYPE_F32, .rank = x->rank};
+    int64_t count = 1;
+    for (int i = 0; i < x->rank; i++) {
+        yk.dims[i] = mark[i] ? 1 : x->dims[i];
+        if (mark[i])
+            count *= x->dims[i];
+    }
+    float scale = p->mean ? (float)(1.0 / (double)count) : 1.0f;
+    onyx_broadcast_walk w;
+    onyx_broadcast_walk_init(&w, x, &yk, NULL);
+    int64_t inner = w.dims[w.rank - 1];
+    bool along = w.st[0][w.rank - 1] != 0;
+    int64_t idx[ONYX_MAX_RANK] = {0};
+    int64_t off[2] = {0, 0};
+    for (int64_t done = 0; done < numel; done += inner) {
+        const float *dyr = dy + off[0];
+        if (along) {
+            for (int64_t j = 0; j < inner; j++)
+                dx[j] += scale * dyr[j];
+        } else {
+            float g = scale * dyr[0];
+            for (int64_t j = 0; j < inner; j++)
+                dx[j] += g;
+        }
+        dx += inner;
+        onyx_broadcast_walk_next(&w, idx, off);
+    }
+}
+
+const onyx_op_impl onyx_impl_reduce = {.init = reduce_init,
+                                       .infer = reduce_infer,
+                                       .forward = reduce_forward,
+                                       .backward = reduce_backward,
+                                       .grad_inputs = 1u << 0};

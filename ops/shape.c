@@ -9,7 +9,12 @@
  * and leaves the dims unknown (-1). An empty list is known even without data: a zero-element
  * initializer may come with data == NULL.
  *
- * None of these ops has a backward yet (training issue #3).
+ * Backward (float32 gradients only, accumulated with +=): the copying ops (Identity, Flatten,
+ * Reshape, Squeeze, Unsqueeze) pass dy through unchanged; Transpose scatters dy back through the
+ * permutation; Concat splits dy among its inputs; Gather scatter-adds dy into the data gradient
+ * (repeated indices accumulate); Expand sums dy over the broadcast dims. Only the data inputs
+ * are differentiable: shapes, axes and indices never get a gradient. Shape, Constant and
+ * ConstantOfShape have none.
  */
 #include "ops.h"
 
@@ -125,6 +130,27 @@ static void copy_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *
         memcpy(out[0].data, in[0].data, nb);
 }
 
+/* dx += dy over n elements. */
+static void add_f32(const float *restrict dy, float *restrict dx, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += dy[i];
+}
+
+/* Backward of every op whose output is its input's bytes under another shape: y = x, so
+ * dx += dy element by element (the same row-major order on both sides). */
+static void copy_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                          const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)n;
+    (void)ctx;
+    (void)in;
+    (void)out;
+    if (din[0].data == NULL || dout[0].data == NULL)
+        return;
+    add_f32(dout[0].data, din[0].data, onyx_numel(&din[0]));
+}
+
 /* The private struct of ops whose only attribute is an int `axis` (Flatten, Gather). */
 typedef struct axis_priv {
     int64_t axis;
@@ -161,8 +187,11 @@ static onyx_status identity_infer(const onyx_node *n, const onyx_tensor *in, ony
     return ONYX_OK;
 }
 
-const onyx_op_impl onyx_impl_identity = {
-    .init = identity_init, .infer = identity_infer, .forward = copy_forward};
+const onyx_op_impl onyx_impl_identity = {.init = identity_init,
+                                         .infer = identity_infer,
+                                         .forward = copy_forward,
+                                         .backward = copy_backward,
+                                         .grad_inputs = 1u << 0};
 
 /* ---- Flatten ------------------------------------------------------------------------------ */
 
@@ -199,8 +228,11 @@ static onyx_status flatten_infer(const onyx_node *n, const onyx_tensor *in, onyx
     return ONYX_OK;
 }
 
-const onyx_op_impl onyx_impl_flatten = {
-    .init = flatten_init, .infer = flatten_infer, .forward = copy_forward};
+const onyx_op_impl onyx_impl_flatten = {.init = flatten_init,
+                                        .infer = flatten_infer,
+                                        .forward = copy_forward,
+                                        .backward = copy_backward,
+                                        .grad_inputs = 1u << 0};
 
 /* ---- Reshape ------------------------------------------------------------------------------ */
 
@@ -336,8 +368,11 @@ static onyx_status reshape_infer(const onyx_node *n, const onyx_tensor *in, onyx
     return ONYX_OK;
 }
 
-const onyx_op_impl onyx_impl_reshape = {
-    .init = reshape_init, .infer = reshape_infer, .forward = copy_forward};
+const onyx_op_impl onyx_impl_reshape = {.init = reshape_init,
+                                        .infer = reshape_infer,
+                                        .forward = copy_forward,
+                                        .backward = copy_backward,
+                                        .grad_inputs = 1u << 0};
 
 /* ---- Transpose ---------------------------------------------------------------------------- */
 
@@ -504,8 +539,68 @@ static void transpose_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_ten
         transpose_forward_bytes(x->data, y->data, es, x->rank, y->dims, st, numel);
 }
 
-const onyx_op_impl onyx_impl_transpose = {
-    .init = transpose_init, .infer = transpose_infer, .forward = transpose_forward};
+/*
+ * Backward of y[i_0, ...] = x[j] (j[perm[k]] = i_k): each element of x went to exactly one
+ * element of y, so dx[j] += dy[i], the inverse permutation. The raw loop walks dy in order with
+ * the forward's odometer and scatters into dx.
+ *   dy: numel elements with y's dims; dx: x's elements; st: x's stride for each y dim.
+ */
+static void transpose_backward_f32(const float *restrict dy, float *restrict dx, int rank,
+                                   const int64_t *dims, const int64_t *st, int64_t numel)
+{
+    int64_t inner = dims[rank - 1];
+    int64_t s_in = st[rank - 1];
+    int64_t idx[ONYX_MAX_RANK] = {0};
+    int64_t off = 0;
+    for (int64_t done = 0; done < numel; done += inner) {
+        for (int64_t j = 0; j < inner; j++)
+            dx[off + j * s_in] += dy[j];
+        dy += inner;
+        for (int k = rank - 2; k >= 0; k--) {
+            idx[k]++;
+            off += st[k];
+            if (idx[k] < dims[k])
+                break;
+            off -= st[k] * idx[k];
+            idx[k] = 0;
+        }
+    }
+}
+
+static void transpose_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                               const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)ctx;
+    (void)out;
+    const onyx_tensor *x = &in[0];
+    const onyx_tensor *dy = &dout[0];
+    float *dx = din[0].data;
+    int64_t numel = onyx_numel(dy);
+    if (dx == NULL || dy->data == NULL || numel == 0)
+        return;
+    if (x->rank == 0) {
+        dx[0] += ((const float *)dy->data)[0];
+        return;
+    }
+    int perm[ONYX_MAX_RANK];
+    transpose_perm(n->priv, x->rank, perm);
+    int64_t xst[ONYX_MAX_RANK];
+    int64_t st[ONYX_MAX_RANK];
+    int64_t s = 1;
+    for (int i = x->rank - 1; i >= 0; i--) {
+        xst[i] = s;
+        s *= x->dims[i];
+    }
+    for (int i = 0; i < x->rank; i++)
+        st[i] = xst[perm[i]];
+    transpose_backward_f32(dy->data, dx, x->rank, dy->dims, st, numel);
+}
+
+const onyx_op_impl onyx_impl_transpose = {.init = transpose_init,
+                                          .infer = transpose_infer,
+                                          .forward = transpose_forward,
+                                          .backward = transpose_backward,
+                                          .grad_inputs = 1u << 0};
 
 /* ---- Squeeze and Unsqueeze ---------------------------------------------------------------- */
 
@@ -652,8 +747,11 @@ static onyx_status squeeze_infer(const onyx_node *n, const onyx_tensor *in, onyx
     return ONYX_OK;
 }
 
-const onyx_op_impl onyx_impl_squeeze = {
-    .init = squeeze_init, .infer = squeeze_infer, .forward = copy_forward};
+const onyx_op_impl onyx_impl_squeeze = {.init = squeeze_init,
+                                        .infer = squeeze_infer,
+                                        .forward = copy_forward,
+                                        .backward = copy_backward,
+                                        .grad_inputs = 1u << 0};
 
 static onyx_status unsqueeze_init(onyx_node *n, onyx_error *err)
 {
@@ -701,8 +799,11 @@ static onyx_status unsqueeze_infer(const onyx_node *n, const onyx_tensor *in, on
     return ONYX_OK;
 }
 
-const onyx_op_impl onyx_impl_unsqueeze = {
-    .init = unsqueeze_init, .infer = unsqueeze_infer, .forward = copy_forward};
+const onyx_op_impl onyx_impl_unsqueeze = {.init = unsqueeze_init,
+                                          .infer = unsqueeze_infer,
+                                          .forward = copy_forward,
+                                          .backward = copy_backward,
+                                          .grad_inputs = 1u << 0};
 
 /* ---- Concat ------------------------------------------------------------------------------- */
 
@@ -816,8 +917,35 @@ static void concat_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
     }
 }
 
-const onyx_op_impl onyx_impl_concat = {
-    .init = concat_init, .infer = concat_infer, .forward = concat_forward};
+/* Backward of the concatenation: each input's slices of dy, taken in the forward's order, are
+ * added into that input's gradient (skipped for inputs that need none). */
+static void concat_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                            const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)ctx;
+    const concat_priv *p = n->priv;
+    const onyx_tensor *y = &out[0];
+    const float *dy = dout[0].data;
+    if (dy == NULL)
+        return;
+    int axis = (int)(p->axis < 0 ? p->axis + y->rank : p->axis);
+    int64_t outer = dims_prod(y->dims, 0, axis);
+    int64_t inner = dims_prod(y->dims, axis + 1, y->rank);
+    for (int64_t o = 0; o < outer; o++) {
+        for (int k = 0; k < n->n_in; k++) {
+            int64_t chunk = in[k].dims[axis] * inner;
+            if (din[k].data != NULL)
+                add_f32(dy, (float *)din[k].data + o * chunk, chunk);
+            dy += chunk;
+        }
+    }
+}
+
+const onyx_op_impl onyx_impl_concat = {.init = concat_init,
+                                       .infer = concat_infer,
+                                       .forward = concat_forward,
+                                       .backward = concat_backward,
+                                       .grad_inputs = ONYX_GRAD_ALL};
 
 /* ---- Shape -------------------------------------------------------------------------------- */
 
@@ -1007,8 +1135,51 @@ static void gather_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
         gather_rows_i32(x->data, out[0].data, outer, x->dims[axis], row, ind->data, count);
 }
 
-const onyx_op_impl onyx_impl_gather = {
-    .init = gather_init, .infer = gather_infer, .forward = gather_forward};
+/*
+ * Backward of output[a, j, b] = data[a, k(j), b] with k(j) = indices[j] (+ s if negative): a
+ * scatter-add, dx[a, k(j), b] += dy[a, j, b]; an index that appears several times gathers the
+ * sum of its rows' gradients. Raw loop: for each of `outer` blocks of dx (size rows of `row`
+ * elements), add dy's rows in order into the rows the indices name. ind64 says whether ind is
+ * int64 (else int32); infer checked every index against [-size, size-1].
+ */
+static void gather_backward_f32(const float *restrict dy, float *restrict dx, int64_t outer,
+                                int64_t size, int64_t row, const void *ind, bool ind64,
+                                int64_t count)
+{
+    for (int64_t o = 0; o < outer; o++) {
+        float *block = dx + o * size * row;
+        for (int64_t i = 0; i < count; i++) {
+            int64_t k = ind64 ? ((const int64_t *)ind)[i] : ((const int32_t *)ind)[i];
+            k = k < 0 ? k + size : k;
+            float *dst = block + k * row;
+            for (int64_t j = 0; j < row; j++)
+                dst[j] += dy[j];
+            dy += row;
+        }
+    }
+}
+
+static void gather_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                            const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)ctx;
+    const axis_priv *p = n->priv;
+    const onyx_tensor *x = &in[0];
+    const onyx_tensor *ind = &in[1];
+    if (din[0].data == NULL || dout[0].data == NULL || onyx_numel(&out[0]) == 0)
+        return;
+    int axis = (int)(p->axis < 0 ? p->axis + x->rank : p->axis);
+    int64_t outer = dims_prod(x->dims, 0, axis);
+    int64_t row = dims_prod(x->dims, axis + 1, x->rank);
+    gather_backward_f32(dout[0].data, din[0].data, outer, x->dims[axis], row, ind->data,
+                        ind->dtype == ONYX_DTYPE_I64, onyx_numel(ind));
+}
+
+const onyx_op_impl onyx_impl_gather = {.init = gather_init,
+                                       .infer = gather_infer,
+                                       .forward = gather_forward,
+                                       .backward = gather_backward,
+                                       .grad_inputs = 1u << 0};
 
 /* ---- Constant ----------------------------------------------------------------------------- */
 
@@ -1292,5 +1463,44 @@ static void expand_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
     onyx_broadcast_copy(&in[0], &out[0]);
 }
 
-const onyx_op_impl onyx_impl_expand = {
-    .init = expand_init, .infer = expand_infer, .forward = expand_forward};
+/*
+ * Backward of output = input broadcast to the output's shape: every output element is a copy of
+ * one input element, so dx[k] += the sum of dy over the elements that copied x[k]. The walk
+ * visits dy row by row; along a row x steps by 1 (dx += the row) or by 0 (dx[k] += the row's
+ * sum, accumulated in double).
+ */
+static void expand_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                            const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)n;
+    (void)ctx;
+    const float *dy = dout[0].data;
+    float *dx = din[0].data;
+    int64_t numel = onyx_numel(&out[0]);
+    if (dx == NULL || dy == NULL || numel == 0)
+        return;
+    onyx_broadcast_walk w;
+    onyx_broadcast_walk_init(&w, &out[0], &in[0], NULL);
+    int64_t inner = w.dims[w.rank - 1];
+    bool along = w.st[0][w.rank - 1] != 0;
+    int64_t idx[ONYX_MAX_RANK] = {0};
+    int64_t off[2] = {0, 0};
+    for (int64_t done = 0; done < numel; done += inner) {
+        if (along) {
+            add_f32(dy, dx + off[0], inner);
+        } else {
+            double s = 0.0;
+            for (int64_t j = 0; j < inner; j++)
+                s += dy[j];
+            dx[off[0]] += (float)s;
+        }
+        dy += inner;
+        onyx_broadcast_walk_next(&w, idx, off);
+    }
+}
+
+const onyx_op_impl onyx_impl_expand = {.init = expand_init,
+                                       .infer = expand_infer,
+                                       .forward = expand_forward,
+                                       .backward = expand_backward,
+                                       .grad_inputs = 1u << 0};

@@ -1,6 +1,8 @@
 /* test_cast.c — ops/cast.c: Cast between every numeric dtype. Expected values are numpy's astype
- * results, written out by hand (bit patterns for float16/bfloat16). */
+ * results, written out by hand (bit patterns for float16/bfloat16). Backward: float32 -> float32
+ * is the identity; every other pairing carries no gradient. */
 #include "check.h"
+#include "grad_check.h"
 #include "op_harness.h"
 
 #include <math.h>
@@ -335,6 +337,59 @@ static void test_shapes_and_errors(void)
     th_node_free(t);
 }
 
+/* float32 -> float32 passes the gradient through (finite differences and by hand, accumulated
+ * onto 1s); any other pairing leaves the input's gradient alone. */
+static void test_backward(void)
+{
+    float x[6] = {0.5f, -1, 2, 3.25f, -4, 0};
+    onyx_tensor in[1] = {th_f32(2, D(2, 3), x)};
+    th_node *t = th_node_new("Cast", 13, 1, 1);
+    th_attr_int(t, "to", ONYX_DTYPE_F32);
+    CHECK(th_grad_check_default(t, ONYX_MODE_TRAIN, in, 1u) == 0);
+    onyx_tensor out[1];
+    CHECK_OK(th_run(t, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+    float dy[6] = {1, 2, 3, 4, 5, 6};
+    float dx[6] = {1, 1, 1, 1, 1, 1};
+    onyx_tensor dout[1] = {th_f32(2, D(2, 3), dy)};
+    onyx_tensor din[1] = {th_f32(2, D(2, 3), dx)};
+    onyx_node *n = th_onyx_node(t);
+    onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN};
+    n->impl->backward(n, &ctx, in, out, dout, din);
+    bool ok = true;
+    for (int i = 0; i < 6; i++)
+        ok = ok && dx[i] == 1 + dy[i];
+    CHECK(ok);
+    CHECK(n->impl->grad_inputs == 1u);
+    th_node_free(t);
+
+    /* float32 -> float64 and float64 -> float32: no gradient, dx untouched */
+    t = th_node_new("Cast", 13, 1, 1);
+    th_attr_int(t, "to", ONYX_DTYPE_F64);
+    CHECK_OK(th_run(t, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+    double dyd[6] = {1, 2, 3, 4, 5, 6};
+    dout[0] = th_tensor(ONYX_DTYPE_F64, 2, D(2, 3), dyd);
+    n = th_onyx_node(t);
+    n->impl->backward(n, &ctx, in, out, dout, din);
+    ok = true;
+    for (int i = 0; i < 6; i++)
+        ok = ok && dx[i] == 1 + dy[i];
+    CHECK(ok);
+    th_node_free(t);
+    double xd[6] = {0};
+    onyx_tensor ind[1] = {th_tensor(ONYX_DTYPE_F64, 2, D(2, 3), xd)};
+    t = th_node_new("Cast", 13, 1, 1);
+    th_attr_int(t, "to", ONYX_DTYPE_F32);
+    CHECK_OK(th_run(t, ONYX_MODE_TRAIN, ind, out, &err), err.msg);
+    dout[0] = th_f32(2, D(2, 3), dy);
+    n = th_onyx_node(t);
+    n->impl->backward(n, &ctx, ind, out, dout, din);
+    ok = true;
+    for (int i = 0; i < 6; i++)
+        ok = ok && dx[i] == 1 + dy[i];
+    CHECK(ok);
+    th_node_free(t);
+}
+
 int main(void)
 {
     test_float_to_int();
@@ -344,5 +399,6 @@ int main(void)
     test_bool();
     test_fast_vs_naive();
     test_shapes_and_errors();
+    test_backward();
     return check_report();
 }

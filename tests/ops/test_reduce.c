@@ -1,6 +1,8 @@
 /* test_reduce.c — ops/reduce.c: ReduceSum and ReduceMean. Hand-computed cases for every opset
- * form, and the fast float32 paths against a plain double loop on awkward shapes. */
+ * form, and the fast float32 paths against a plain double loop on awkward shapes. Backward: finite
+ * differences for every axes/keepdims/noop form, and values by hand. */
 #include "check.h"
+#include "grad_check.h"
 #include "op_harness.h"
 
 #include <math.h>
@@ -405,6 +407,118 @@ static void test_errors_and_load_time(void)
     th_node_free(t);
 }
 
+/* ---- backward ----------------------------------------------------------------------------- */
+
+static int grad_checks;
+
+/* Case c on a [4,3,2] input of deterministic values: backward against finite differences. */
+static void grad_case(rcase c, int rank, const int64_t *dims)
+{
+    static uint64_t lcg = 0x9e3779b97f4a7c15u;
+    float x[64];
+    int64_t numel = th_numel(rank, dims);
+    for (int64_t i = 0; i < numel; i++)
+        x[i] = th_frand(&lcg);
+    onyx_tensor in[2] = {th_f32(rank, dims, x), th_omitted()};
+    if (c.how == AX_INPUT)
+        in[1] = th_i64(1, D(c.n_axes), c.axes);
+    th_node *t = rnode(&c);
+    grad_checks++;
+    CHECK(th_grad_check_default(t, ONYX_MODE_TRAIN, in, 1u) == 0);
+    th_node_free(t);
+}
+
+static void test_backward(void)
+{
+    static const char *const ops[2] = {"ReduceSum", "ReduceMean"};
+    const int64_t *dims = D(4, 3, 2);
+    for (int o = 0; o < 2; o++) {
+        int64_t in_opset = o == 0 ? 13 : 18; /* axes from input 1 */
+        int64_t attr_opset = o == 0 ? 11 : 13;
+        for (int64_t keep = 0; keep < 2; keep++) {
+            /* axes as input: one axis (first, middle, last, negative), two, all, none */
+            grad_case((rcase){ops[o], in_opset, AX_INPUT, D(0), 1, keep, -1}, 3, dims);
+            grad_case((rcase){ops[o], in_opset, AX_INPUT, D(1), 1, keep, -1}, 3, dims);
+            grad_case((rcase){ops[o], in_opset, AX_INPUT, D(-1), 1, keep, -1}, 3, dims);
+            grad_case((rcase){ops[o], in_opset, AX_INPUT, D(2, 0), 2, keep, -1}, 3, dims);
+            grad_case((rcase){ops[o], in_opset, AX_INPUT, D(0, 1, 2), 3, keep, -1}, 3, dims);
+            grad_case((rcase){ops[o], in_opset, AX_NONE, NULL, 0, keep, -1}, 3, dims);
+            grad_case((rcase){ops[o], in_opset, AX_NONE, NULL, 0, keep, 0}, 3, dims);
+            /* empty axes: everything, or nothing (the identity) with noop_with_empty_axes */
+            grad_case((rcase){ops[o], in_opset, AX_INPUT, D(0), 0, keep, 0}, 3, dims);
+            grad_case((rcase){ops[o], in_opset, AX_INPUT, D(0), 0, keep, 1}, 3, dims);
+            grad_case((rcase){ops[o], in_opset, AX_NONE, NULL, 0, keep, 1}, 3, dims);
+            /* noop only matters when the axes are empty */
+            grad_case((rcase){ops[o], in_opset, AX_INPUT, D(1), 1, keep, 1}, 3, dims);
+            /* axes as attribute, opsets 1 and 11/13 */
+            grad_case((rcase){ops[o], attr_opset, AX_ATTR, D(-2), 1, keep, -1}, 3, dims);
+            grad_case((rcase){ops[o], 1, AX_ATTR, D(0, 2), 2, keep, -1}, 3, dims);
+            grad_case((rcase){ops[o], attr_opset, AX_NONE, NULL, 0, keep, -1}, 3, dims);
+            /* size-1 dims among the reduced and the kept ones, and a scalar */
+            grad_case((rcase){ops[o], attr_opset, AX_ATTR, D(1, 3), 2, keep, -1}, 4,
+                      D(2, 1, 3, 1));
+            grad_case((rcase){ops[o], attr_opset, AX_ATTR, D(0), 1, keep, -1}, 1, D(5));
+            grad_case((rcase){ops[o], attr_opset, AX_NONE, NULL, 0, keep, -1}, 0, NULL);
+        }
+    }
+    /* attribute keepdims left unset (1) */
+    grad_case((rcase){"ReduceMean", 13, AX_ATTR, D(1), 1, -1, -1}, 3, dims);
+
+    /* By hand: x [2,3]; ReduceMean over axis 1 (keepdims 0) with dy = [3, 6] gives dx = dy / 3
+     * on each row; ReduceSum over axis 0 with dy = [1, 2, 3] gives each row dy. Gradients are
+     * accumulated onto 1s. */
+    float x[6] = {1, 2, 3, 4, 5, 6};
+    onyx_tensor in[2] = {th_f32(2, D(2, 3), x), th_omitted()};
+    onyx_tensor out[1];
+    th_node *t = th_node_new("ReduceMean", 13, 1, 1);
+    th_attr_ints(t, "axes", D(1), 1);
+    th_attr_int(t, "keepdims", 0);
+    CHECK_OK(th_run(t, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+    float dy[3] = {3, 6, 0};
+    float dx[6] = {1, 1, 1, 1, 1, 1};
+    onyx_tensor dout[1] = {th_f32(1, D(2), dy)};
+    onyx_tensor din[2] = {th_f32(2, D(2, 3), dx), th_omitted()};
+    onyx_node *n = th_onyx_node(t);
+    onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN};
+    n->impl->backward(n, &ctx, in, out, dout, din);
+    CHECK(f32_near(&din[0], F(2, 2, 2, 3, 3, 3), 6));
+    /* no gradient wanted, or none flowing: nothing changes */
+    din[0].data = NULL;
+    n->impl->backward(n, &ctx, in, out, dout, din);
+    din[0].data = dx;
+    dout[0].data = NULL;
+    n->impl->backward(n, &ctx, in, out, dout, din);
+    CHECK(f32_near(&din[0], F(2, 2, 2, 3, 3, 3), 6));
+    CHECK(n->impl->grad_inputs == 1u); /* data only, never the axes */
+    th_node_free(t);
+
+    t = th_node_new("ReduceSum", 13, 2, 1);
+    in[1] = th_i64(1, D(1), D(0));
+    CHECK_OK(th_run(t, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+    dy[0] = 1;
+    dy[1] = 2;
+    dy[2] = 3;
+    dout[0] = th_f32(2, D(1, 3), dy);
+    for (int i = 0; i < 6; i++)
+        dx[i] = 1;
+    n = th_onyx_node(t);
+    n->impl->backward(n, &ctx, in, out, dout, din);
+    CHECK(f32_near(&din[0], F(2, 3, 4, 2, 3, 4), 6));
+    th_node_free(t);
+
+    /* noop_with_empty_axes and no axes: the identity, dx += dy */
+    t = th_node_new("ReduceSum", 13, 1, 1);
+    th_attr_int(t, "noop_with_empty_axes", 1);
+    in[1] = th_omitted();
+    CHECK_OK(th_run(t, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+    dout[0] = th_f32(2, D(2, 3), x);
+    n = th_onyx_node(t);
+    n->impl->backward(n, &ctx, in, out, dout, din);
+    CHECK(f32_near(&din[0], F(3, 5, 7, 6, 8, 10), 6));
+    th_node_free(t);
+    printf("reduce gradient checks: %d\n", grad_checks);
+}
+
 int main(void)
 {
     test_sum();
@@ -412,5 +526,6 @@ int main(void)
     test_dtypes_and_edges();
     test_fast_vs_naive();
     test_errors_and_load_time();
+    test_backward();
     return check_report();
 }

@@ -1,7 +1,9 @@
 /* test_shape.c — ops/shape.c: Identity, Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Concat,
  * Shape, Gather, Constant, ConstantOfShape, Expand. Expected values are written by hand or
- * computed here with plain index loops that follow the spec. */
+ * computed here with plain index loops that follow the spec. Backward: finite differences for
+ * every differentiable op and form, and values by hand. */
 #include "check.h"
+#include "grad_check.h"
 #include "op_harness.h"
 
 #include <stdint.h>
@@ -1136,6 +1138,237 @@ static void test_limits(void)
     th_node_free(t);
 }
 
+/* ---- backward ----------------------------------------------------------------------------- */
+
+static int grad_checks;
+static uint64_t lcg = 0x853c49e6748fea9bu;
+
+/* Fills x with n deterministic values in [-1, 1). */
+static float *rand_f32(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = th_frand(&lcg);
+    return x;
+}
+
+/* Gradient check of t's inputs in mask (data inputs only: the harness skips non-float ones). */
+static void grad(th_node *t, const onyx_tensor *in, uint32_t mask)
+{
+    grad_checks++;
+    CHECK(th_grad_check_default(t, ONYX_MODE_TRAIN, in, mask) == 0);
+    th_node_free(t);
+}
+
+/* Runs t forward, then backward with dout = dy onto din[0] = dx (accumulating); frees t. */
+static void backward_by_hand(th_node *t, const onyx_tensor *in, const float *dy, float *dx)
+{
+    onyx_tensor out[1];
+    CHECK_OK(th_run(t, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+    onyx_node *n = th_onyx_node(t);
+    onyx_tensor dout[1] = {out[0]};
+    dout[0].data = (void *)(uintptr_t)dy;
+    onyx_tensor din[4];
+    for (int i = 0; i < n->n_in; i++) {
+        din[i] = in[i];
+        din[i].data = NULL;
+    }
+    din[0].data = dx;
+    onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN};
+    n->impl->backward(n, &ctx, in, out, dout, din);
+    th_node_free(t);
+}
+
+static void test_backward_copies(void)
+{
+    float x[24];
+    rand_f32(x, 24);
+    onyx_tensor in[2] = {th_f32(3, D(2, 3, 4), x), th_omitted()};
+    onyx_tensor in1[1] = {in[0]};
+    grad(th_node_new("Identity", 16, 1, 1), in1, 1u);
+    th_node *t = th_node_new("Flatten", 13, 1, 1);
+    th_attr_int(t, "axis", 2);
+    grad(t, in1, 1u);
+    in[1] = th_i64(1, D(2), D(4, -1));
+    grad(th_node_new("Reshape", 14, 2, 1), in, 1u);
+    grad(th_node_new("Reshape", 5, 2, 1), in, 1u);
+    onyx_tensor sq[2] = {th_f32(4, D(2, 1, 12, 1), x), th_i64(1, D(2), D(1, -1))};
+    grad(th_node_new("Squeeze", 13, 2, 1), sq, 1u);
+    grad(th_node_new("Squeeze", 11, 1, 1), sq, 1u); /* no axes: every 1 goes */
+    onyx_tensor usq[2] = {in[0], th_i64(1, D(2), D(0, -1))};
+    grad(th_node_new("Unsqueeze", 13, 2, 1), usq, 1u);
+    t = th_node_new("Unsqueeze", 11, 1, 1);
+    th_attr_ints(t, "axes", D(1), 1);
+    grad(t, usq, 1u);
+
+    /* By hand: dx += dy, onto 1s; shape inputs never get a gradient. */
+    float dy[24];
+    float dx[24];
+    for (int i = 0; i < 24; i++) {
+        dy[i] = (float)i;
+        dx[i] = 1;
+    }
+    in[1] = th_i64(1, D(2), D(4, -1));
+    backward_by_hand(th_node_new("Reshape", 14, 2, 1), in, dy, dx);
+    bool ok = true;
+    for (int i = 0; i < 24; i++)
+        ok = ok && dx[i] == 1 + (float)i;
+    CHECK(ok);
+    static const char *const copies[] = {"Identity", "Flatten", "Reshape", "Squeeze",
+                                         "Unsqueeze"};
+    for (size_t i = 0; i < sizeof(copies) / sizeof(copies[0]); i++) {
+        const onyx_op_def *d = onyx_op_find("", copies[i], 13);
+        CHECK(d != NULL && d->impl->backward != NULL && d->impl->grad_inputs == 1u);
+    }
+    /* no gradient at all */
+    static const char *const none[] = {"Shape", "Constant", "ConstantOfShape"};
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+        const onyx_op_def *d = onyx_op_find("", none[i], 13);
+        CHECK(d != NULL && d->impl->backward == NULL && d->impl->grad_inputs == 0u);
+    }
+}
+
+static void test_backward_transpose(void)
+{
+    float x[120];
+    rand_f32(x, 120);
+    onyx_tensor in[1] = {th_f32(3, D(2, 3, 4), x)};
+    static const int64_t perms[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2},
+                                        {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+    for (int p = 0; p < 6; p++) {
+        th_node *t = th_node_new("Transpose", 13, 1, 1);
+        th_attr_ints(t, "perm", perms[p], 3);
+        grad(t, in, 1u);
+    }
+    grad(th_node_new("Transpose", 13, 1, 1), in, 1u); /* default: reversed */
+    in[0] = th_f32(5, D(2, 1, 3, 4, 5), x);
+    th_node *t = th_node_new("Transpose", 13, 1, 1);
+    th_attr_ints(t, "perm", D(3, 0, 4, 2, 1), 5);
+    grad(t, in, 1u);
+    in[0] = th_f32(0, NULL, x);
+    grad(th_node_new("Transpose", 13, 1, 1), in, 1u);
+
+    /* By hand: x [2,3] -> y [3,2]; dx = dy^T, onto 1s */
+    in[0] = th_f32(2, D(2, 3), x);
+    float dx[6] = {1, 1, 1, 1, 1, 1};
+    backward_by_hand(th_node_new("Transpose", 13, 1, 1), in, F(1, 2, 3, 4, 5, 6), dx);
+    CHECK(memcmp(dx, F(2, 4, 6, 3, 5, 7), sizeof dx) == 0);
+}
+
+static void test_backward_concat(void)
+{
+    float a[6];
+    float b[12];
+    float c[18];
+    rand_f32(a, 6);
+    rand_f32(b, 12);
+    rand_f32(c, 18);
+    onyx_tensor in[3] = {th_f32(3, D(2, 1, 3), a), th_f32(3, D(2, 2, 3), b),
+                         th_f32(3, D(2, 3, 3), c)};
+    th_node *t = th_node_new("Concat", 13, 3, 1);
+    th_attr_int(t, "axis", -2);
+    grad(t, in, 7u);
+    t = th_node_new("Concat", 13, 3, 1);
+    th_attr_int(t, "axis", 1);
+    grad(t, in, 5u); /* input 1 needs no gradient */
+    in[0] = th_f32(2, D(2, 3), a);
+    in[1] = th_f32(2, D(4, 3), b);
+    in[2] = th_f32(2, D(6, 3), c);
+    t = th_node_new("Concat", 4, 3, 1);
+    th_attr_int(t, "axis", 0);
+    grad(t, in, 7u);
+    in[0] = th_f32(2, D(3, 2), a);
+    in[1] = th_f32(2, D(3, 4), b);
+    in[2] = th_f32(2, D(3, 0), c); /* an empty input */
+    t = th_node_new("Concat", 13, 3, 1);
+    th_attr_int(t, "axis", -1);
+    grad(t, in, 3u);
+
+    /* By hand: [1,1] + [1,2] on axis 1, dy = [1, 2, 3]: da = [1], db = [2, 3], onto 1s */
+    float da[1] = {1};
+    float db[2] = {1, 1};
+    onyx_tensor hin[2] = {th_f32(2, D(1, 1), a), th_f32(2, D(1, 2), b)};
+    t = th_node_new("Concat", 13, 2, 1);
+    th_attr_int(t, "axis", 1);
+    onyx_tensor out[1];
+    CHECK_OK(th_run(t, ONYX_MODE_TRAIN, hin, out, &err), err.msg);
+    onyx_tensor dout[1] = {th_f32(2, D(1, 3), F(1, 2, 3))};
+    onyx_tensor din[2] = {th_f32(2, D(1, 1), da), th_f32(2, D(1, 2), db)};
+    onyx_node *n = th_onyx_node(t);
+    onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN};
+    n->impl->backward(n, &ctx, hin, out, dout, din);
+    CHECK(da[0] == 2 && db[0] == 3 && db[1] == 4);
+    CHECK(n->impl->grad_inputs == ONYX_GRAD_ALL);
+    th_node_free(t);
+}
+
+static void test_backward_gather(void)
+{
+    float x[60];
+    rand_f32(x, 60);
+    /* axis 0, repeated and negative indices, int64 and int32 */
+    onyx_tensor in[2] = {th_f32(2, D(5, 3), x), th_i64(2, D(2, 3), D(0, 4, -1, 2, 0, 0))};
+    grad(th_node_new("Gather", 13, 2, 1), in, 1u);
+    in[1] = th_tensor(ONYX_DTYPE_I32, 1, D(4), (const int32_t[]){-5, 3, 3, 1});
+    grad(th_node_new("Gather", 13, 2, 1), in, 1u);
+    /* axis 1 and -1 of a 3-D tensor; a scalar index */
+    in[0] = th_f32(3, D(3, 4, 5), x);
+    in[1] = th_i64(1, D(5), D(3, -4, 1, 1, 0));
+    th_node *t = th_node_new("Gather", 13, 2, 1);
+    th_attr_int(t, "axis", 1);
+    grad(t, in, 1u);
+    in[1] = th_i64(0, NULL, D(-2));
+    t = th_node_new("Gather", 13, 2, 1);
+    th_attr_int(t, "axis", -1);
+    grad(t, in, 1u);
+    /* no indices: nothing to scatter */
+    in[1] = th_i64(1, D(0), NULL);
+    float dx0[60];
+    for (int i = 0; i < 60; i++)
+        dx0[i] = 1;
+    backward_by_hand(th_node_new("Gather", 13, 2, 1), in, F(0), dx0);
+    bool ok = true;
+    for (int i = 0; i < 60; i++)
+        ok = ok && dx0[i] == 1;
+    CHECK(ok);
+
+    /* By hand: data [3,2], indices [0, 2, 0, -1] on axis 0: rows 0 and 2 gather twice.
+     * dy = [[1,2],[3,4],[5,6],[7,8]] -> dx = [[1+5, 2+6], [0, 0], [3+7, 4+8]], onto 1s. */
+    in[0] = th_f32(2, D(3, 2), x);
+    in[1] = th_i64(1, D(4), D(0, 2, 0, -1));
+    float dx[6] = {1, 1, 1, 1, 1, 1};
+    backward_by_hand(th_node_new("Gather", 13, 2, 1), in, F(1, 2, 3, 4, 5, 6, 7, 8), dx);
+    CHECK(memcmp(dx, F(7, 9, 1, 1, 11, 13), sizeof dx) == 0);
+    CHECK(onyx_op_find("", "Gather", 13)->impl->grad_inputs == 1u); /* never the indices */
+}
+
+static void test_backward_expand(void)
+{
+    float x[24];
+    rand_f32(x, 24);
+    onyx_tensor in[2] = {th_f32(2, D(3, 1), x), th_i64(1, D(3), D(2, 1, 6))};
+    grad(th_node_new("Expand", 13, 2, 1), in, 1u); /* [3,1] -> [2,3,6] */
+    in[0] = th_f32(1, D(4), x);
+    in[1] = th_i64(1, D(2), D(3, 4));
+    grad(th_node_new("Expand", 8, 2, 1), in, 1u); /* rows */
+    in[0] = th_f32(0, NULL, x);
+    in[1] = th_i64(1, D(2), D(2, 2));
+    grad(th_node_new("Expand", 13, 2, 1), in, 1u); /* a scalar */
+    in[0] = th_f32(3, D(2, 3, 4), x);
+    in[1] = th_i64(1, D(1), D(1));
+    grad(th_node_new("Expand", 13, 2, 1), in, 1u); /* nothing broadcast */
+    in[0] = th_f32(4, D(2, 1, 3, 1), x);
+    in[1] = th_i64(1, D(4), D(2, 4, 3, 5));
+    grad(th_node_new("Expand", 13, 2, 1), in, 1u); /* alternating */
+
+    /* By hand: [1,2] -> [3,2], dy = 1..6: dx = [1+3+5, 2+4+6], onto 1s */
+    in[0] = th_f32(2, D(1, 2), x);
+    in[1] = th_i64(1, D(2), D(3, 2));
+    float dx[2] = {1, 1};
+    backward_by_hand(th_node_new("Expand", 13, 2, 1), in, F(1, 2, 3, 4, 5, 6), dx);
+    CHECK(dx[0] == 10 && dx[1] == 13);
+    printf("shape gradient checks: %d\n", grad_checks);
+}
+
 int main(void)
 {
     test_identity();
@@ -1151,5 +1384,10 @@ int main(void)
     test_constantofshape();
     test_expand();
     test_limits();
+    test_backward_copies();
+    test_backward_transpose();
+    test_backward_concat();
+    test_backward_gather();
+    test_backward_expand();
     return check_report();
 }

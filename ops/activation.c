@@ -156,32 +156,116 @@ static double act_f64(const act *p, double v)
     return v;
 }
 
+/*
+ * Backward raw loops dx += dy f'(x): x, y = f(x), dy, dx (n each); alpha, beta, gamma as the
+ * node's attributes. The derivatives of the formulas above (at a kink: the value PyTorch
+ * takes):
+ *   Relu:        x > 0 ? 1 : 0
+ *   LeakyRelu:   x > 0 ? 1 : alpha
+ *   Sigmoid:     y (1 - y)                                       (from the output)
+ *   HardSigmoid: 0 < alpha x + beta < 1 ? alpha : 0
+ *   HardSwish:   x < -3 ? 0 : x <= 3 ? x/3 + 1/2 : 1
+ *   Tanh:        1 - y^2                                         (from the output)
+ *   Elu:         x < 0 ? alpha exp(x) : 1
+ *   Selu:        x > 0 ? gamma : gamma alpha exp(x)
+ *   Celu:        x > 0 ? 1 : exp(x / alpha)
+ *   Softplus:    sigmoid(x)
+ *   Softsign:    1 / (1 + |x|)^2
+ *   Gelu:        Phi(x) + x phi(x) = erfc(-x / sqrt 2) / 2 + x exp(-x^2 / 2) / sqrt(2 pi)
+ *   Gelu tanh:   (1 + t) / 2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2),
+ *                t = tanh(sqrt(2/pi) (x + 0.044715 x^3))
+ * The exponential units take exp(x) rather than y + alpha: no cancellation in the far left tail.
+ */
+typedef void (*act_grad_f32_fn)(int64_t n, const act *p, const float *restrict x,
+                                const float *restrict y, const float *restrict dy,
+                                float *restrict dx);
+
+#define ACT_BACKWARD_F32(name, expr)                                                               \
+    static void name##_backward_f32(int64_t n, const act *p, const float *restrict x,              \
+                                    const float *restrict y, const float *restrict dy,             \
+                                    float *restrict dx)                                            \
+    {                                                                                              \
+        const float alpha = p->alpha;                                                              \
+        const float beta = p->beta;                                                                \
+        const float gamma = p->gamma;                                                              \
+        (void)alpha;                                                                               \
+        (void)beta;                                                                                \
+        (void)gamma;                                                                               \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            const float v = x[i];                                                                  \
+            const float yv = y[i];                                                                 \
+            const float g = dy[i];                                                                 \
+            (void)v;                                                                               \
+            (void)yv;                                                                              \
+            dx[i] += g * (expr);                                                                   \
+        }                                                                                          \
+    }
+
+#define INV_SQRT_2PI 0.39894228040143267794 /* 1/sqrt(2 pi) */
+
+static float hardsigmoid_slope_f32(float v, float alpha, float beta)
+{
+    float t = alpha * v + beta;
+    return t > 0.0f && t < 1.0f ? alpha : 0.0f;
+}
+
+static float hardswish_slope_f32(float v)
+{
+    if (v < -3.0f)
+        return 0.0f;
+    return v <= 3.0f ? v * (1.0f / 3.0f) + 0.5f : 1.0f;
+}
+
+static float gelu_tanh_slope_f32(float v)
+{
+    float t = tanhf((float)SQRT_2_PI * (v + 0.044715f * v * v * v));
+    return 0.5f * (1.0f + t) +
+           0.5f * v * (1.0f - t * t) * (float)SQRT_2_PI * (1.0f + 3.0f * 0.044715f * v * v);
+}
+
+ACT_BACKWARD_F32(relu, v > 0.0f ? 1.0f : 0.0f)
+ACT_BACKWARD_F32(leakyrelu, v > 0.0f ? 1.0f : alpha)
+ACT_BACKWARD_F32(sigmoid, (yv * (1.0f - yv)))
+ACT_BACKWARD_F32(hardsigmoid, hardsigmoid_slope_f32(v, alpha, beta))
+ACT_BACKWARD_F32(hardswish, hardswish_slope_f32(v))
+ACT_BACKWARD_F32(tanh, 1.0f - yv * yv)
+ACT_BACKWARD_F32(elu, v < 0.0f ? alpha * expf(v) : 1.0f)
+ACT_BACKWARD_F32(selu, v > 0.0f ? gamma : gamma * alpha * expf(v))
+ACT_BACKWARD_F32(celu, v > 0.0f ? 1.0f : expf(v / alpha))
+ACT_BACKWARD_F32(softplus, sigmoid_f32(v))
+ACT_BACKWARD_F32(softsign, 1.0f / ((1.0f + fabsf(v)) * (1.0f + fabsf(v))))
+ACT_BACKWARD_F32(gelu,
+                 0.5f * erfcf(-v * (float)SQRT1_2) + v * (float)INV_SQRT_2PI * expf(-0.5f * v * v))
+ACT_BACKWARD_F32(gelu_tanh, gelu_tanh_slope_f32(v))
+
 enum { A_ALPHA = 1u, A_BETA = 2u, A_GAMMA = 4u };
 
 static const struct act_def {
     const char *op_type; /* NULL: reached through another op's attribute */
     act_f32_fn f32;
+    act_grad_f32_fn grad_f32;
     unsigned attrs; /* which of alpha, beta, gamma the op takes */
     float alpha;    /* defaults */
     float beta;
     float gamma;
     int bf16_since; /* first opset that takes bfloat16; 0: none does */
 } act_defs[ACT_COUNT] = {
-    [ACT_RELU] = {"Relu", relu_forward_f32, 0, 0, 0, 0, 13},
-    [ACT_LEAKYRELU] = {"LeakyRelu", leakyrelu_forward_f32, A_ALPHA, 0.01f, 0, 0, 16},
-    [ACT_SIGMOID] = {"Sigmoid", sigmoid_forward_f32, 0, 0, 0, 0, 13},
-    [ACT_HARDSIGMOID] = {"HardSigmoid", hardsigmoid_forward_f32, A_ALPHA | A_BETA, 0.2f, 0.5f, 0,
-                         22},
-    [ACT_HARDSWISH] = {"HardSwish", hardswish_forward_f32, 0, 0, 0, 0, 22},
-    [ACT_TANH] = {"Tanh", tanh_forward_f32, 0, 0, 0, 0, 13},
-    [ACT_ELU] = {"Elu", elu_forward_f32, A_ALPHA, 1.0f, 0, 0, 22},
-    [ACT_SELU] = {"Selu", selu_forward_f32, A_ALPHA | A_GAMMA, 1.67326319217681884765625f, 0,
-                  1.05070102214813232421875f, 22},
-    [ACT_CELU] = {"Celu", celu_forward_f32, A_ALPHA, 1.0f, 0, 0, 0},
-    [ACT_SOFTPLUS] = {"Softplus", softplus_forward_f32, 0, 0, 0, 0, 22},
-    [ACT_SOFTSIGN] = {"Softsign", softsign_forward_f32, 0, 0, 0, 0, 22},
-    [ACT_GELU] = {"Gelu", gelu_forward_f32, 0, 0, 0, 0, 20},
-    [ACT_GELU_TANH] = {NULL, gelu_tanh_forward_f32, 0, 0, 0, 0, 20},
+    [ACT_RELU] = {"Relu", relu_forward_f32, relu_backward_f32, 0, 0, 0, 0, 13},
+    [ACT_LEAKYRELU] = {"LeakyRelu", leakyrelu_forward_f32, leakyrelu_backward_f32, A_ALPHA, 0.01f,
+                       0, 0, 16},
+    [ACT_SIGMOID] = {"Sigmoid", sigmoid_forward_f32, sigmoid_backward_f32, 0, 0, 0, 0, 13},
+    [ACT_HARDSIGMOID] = {"HardSigmoid", hardsigmoid_forward_f32, hardsigmoid_backward_f32,
+                         A_ALPHA | A_BETA, 0.2f, 0.5f, 0, 22},
+    [ACT_HARDSWISH] = {"HardSwish", hardswish_forward_f32, hardswish_backward_f32, 0, 0, 0, 0, 22},
+    [ACT_TANH] = {"Tanh", tanh_forward_f32, tanh_backward_f32, 0, 0, 0, 0, 13},
+    [ACT_ELU] = {"Elu", elu_forward_f32, elu_backward_f32, A_ALPHA, 1.0f, 0, 0, 22},
+    [ACT_SELU] = {"Selu", selu_forward_f32, selu_backward_f32, A_ALPHA | A_GAMMA,
+                  1.67326319217681884765625f, 0, 1.05070102214813232421875f, 22},
+    [ACT_CELU] = {"Celu", celu_forward_f32, celu_backward_f32, A_ALPHA, 1.0f, 0, 0, 0},
+    [ACT_SOFTPLUS] = {"Softplus", softplus_forward_f32, softplus_backward_f32, 0, 0, 0, 0, 22},
+    [ACT_SOFTSIGN] = {"Softsign", softsign_forward_f32, softsign_backward_f32, 0, 0, 0, 0, 22},
+    [ACT_GELU] = {"Gelu", gelu_forward_f32, gelu_backward_f32, 0, 0, 0, 0, 20},
+    [ACT_GELU_TANH] = {NULL, gelu_tanh_forward_f32, gelu_tanh_backward_f32, 0, 0, 0, 0, 20},
 };
 
 static onyx_status act_init(onyx_node *n, onyx_error *err)
@@ -265,13 +349,27 @@ static void act_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *i
     }
 }
 
+/* X, Y: the forward's input and output; dY: Y's shape; dX += dY f'(X) (table above
+ * relu_backward_f32). */
+static void act_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                         const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)ctx;
+    const act *p = n->priv;
+    int64_t numel = onyx_numel(&out[0]);
+    if (numel == 0 || dout[0].data == NULL || din[0].data == NULL || in[0].dtype != ONYX_DTYPE_F32)
+        return;
+    act_defs[p->op].grad_f32(numel, p, in[0].data, out[0].data, dout[0].data, din[0].data);
+}
+
 const onyx_op_impl onyx_impl_activation = {
     .init = act_init,
     .infer = act_infer,
     .forward = act_forward,
-    .backward = NULL,
+    .backward = act_backward,
     .fini = NULL,
     .flags = 0,
+    .grad_inputs = 0x1u,
 };
 
 /* ---- PRelu -------------------------------------------------------------------------------- */
@@ -412,13 +510,90 @@ static void prelu_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor 
     }
 }
 
+/*
+ * Backward raw loops of Y = X < 0 ? slope X : X over one row, with g = dY:
+ *   dX     += X > 0 ? g : slope g
+ *   dslope += X > 0 ? 0 : X g        (summed where the slope is broadcast)
+ * (x, dy, dx: n each; slope and dslope: n, or 1 held fixed: _s). At X = 0, PyTorch's choice.
+ */
+static void prelu_dx_f32_v(int64_t n, const float *restrict x, const float *restrict slope,
+                           const float *restrict dy, float *restrict dx)
+{
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += x[i] > 0.0f ? dy[i] : slope[i] * dy[i];
+}
+
+static void prelu_dx_f32_s(int64_t n, const float *restrict x, const float *restrict slope,
+                           const float *restrict dy, float *restrict dx)
+{
+    const float s = slope[0];
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += x[i] > 0.0f ? dy[i] : s * dy[i];
+}
+
+static void prelu_dslope_f32_v(int64_t n, const float *restrict x, const float *restrict dy,
+                               float *restrict dslope)
+{
+    for (int64_t i = 0; i < n; i++)
+        dslope[i] += x[i] > 0.0f ? 0.0f : x[i] * dy[i];
+}
+
+static void prelu_dslope_f32_s(int64_t n, const float *restrict x, const float *restrict dy,
+                               float *restrict dslope)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        s += x[i] > 0.0f ? 0.0f : x[i] * dy[i];
+    dslope[0] += (float)s;
+}
+
+/* X, slope: the forward's inputs (slope seen as in prelu_forward); dY: X's shape; dX: X's
+ * shape, dslope: slope's, accumulated into (see the loops above). */
+static void prelu_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                           const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)ctx;
+    const onyx_tensor *x = &in[0];
+    int64_t numel = onyx_numel(&out[0]);
+    if (numel == 0 || dout[0].data == NULL || x->dtype != ONYX_DTYPE_F32 ||
+        in[1].dtype != ONYX_DTYPE_F32)
+        return;
+    onyx_tensor slope;
+    (void)prelu_slope_view(n, x, &in[1], &slope, NULL); /* checked by infer */
+    onyx_broadcast_walk w;
+    onyx_broadcast_walk_init(&w, x, &slope, NULL);
+    int64_t inner = w.dims[w.rank - 1];
+    bool s_vector = w.st[0][w.rank - 1] != 0;
+    int64_t rows = numel / inner;
+    const float *xf = x->data;
+    const float *sf = slope.data;
+    const float *dy = dout[0].data;
+    float *dx = din[0].data;
+    float *ds = din[1].data;
+    int64_t idx[ONYX_MAX_RANK] = {0};
+    int64_t off[2] = {0, 0};
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t o = r * inner; /* of X, dY and dX */
+        if (dx != NULL && s_vector)
+            prelu_dx_f32_v(inner, xf + o, sf + off[0], dy + o, dx + o);
+        else if (dx != NULL)
+            prelu_dx_f32_s(inner, xf + o, sf + off[0], dy + o, dx + o);
+        if (ds != NULL && s_vector)
+            prelu_dslope_f32_v(inner, xf + o, dy + o, ds + off[0]);
+        else if (ds != NULL)
+            prelu_dslope_f32_s(inner, xf + o, dy + o, ds + off[0]);
+        onyx_broadcast_walk_next(&w, idx, off);
+    }
+}
+
 const onyx_op_impl onyx_impl_prelu = {
     .init = prelu_init,
     .infer = prelu_infer,
     .forward = prelu_forward,
-    .backward = NULL,
+    .backward = prelu_backward,
     .fini = NULL,
     .flags = 0,
+    .grad_inputs = 0x3u, /* X and slope */
 };
 
 /* ---- Clip --------------------------------------------------------------------------------- */
@@ -523,11 +698,40 @@ static void clip_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *
     }
 }
 
+/* Backward raw loop of y = min(max(x, lo), hi): dx += lo <= x <= hi ? dy : 0 (x, dy, dx: n
+ * each). Bounds included, as PyTorch's clamp; lo > hi passes nothing; NaN x passes nothing. */
+static void clip_backward_f32(int64_t n, float lo, float hi, const float *restrict x,
+                              const float *restrict dy, float *restrict dx)
+{
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += x[i] >= lo && x[i] <= hi ? dy[i] : 0.0f;
+}
+
+/* input: the forward's input; dY: its shape; d input: its shape, accumulated into. min and max
+ * get no gradient (grad_inputs). */
+static void clip_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                          const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)ctx;
+    const clip *p = n->priv;
+    int64_t numel = onyx_numel(&out[0]);
+    if (numel == 0 || dout[0].data == NULL || din[0].data == NULL || in[0].dtype != ONYX_DTYPE_F32)
+        return;
+    float lo = p->min;
+    float hi = p->max;
+    if (!p->legacy) {
+        lo = onyx_node_has_in(n, 1) ? ((const float *)in[1].data)[0] : -INFINITY;
+        hi = onyx_node_has_in(n, 2) ? ((const float *)in[2].data)[0] : INFINITY;
+    }
+    clip_backward_f32(numel, lo, hi, in[0].data, dout[0].data, din[0].data);
+}
+
 const onyx_op_impl onyx_impl_clip = {
     .init = clip_init,
     .infer = clip_infer,
     .forward = clip_forward,
-    .backward = NULL,
+    .backward = clip_backward,
     .fini = NULL,
     .flags = 0,
+    .grad_inputs = 0x1u, /* input only: min and max get none */
 };

@@ -161,3 +161,51 @@ void onyx_broadcast_walk_next(const onyx_broadcast_walk *w, int64_t idx[ONYX_MAX
         idx[k] = 0;
     }
 }
+
+/* Raw loops dx += alpha dy over one row: dx (n) stepping with dy, or dx (1) taking the row's sum
+ * (in double, in order). */
+static void reduce_row_f32_v(int64_t n, float alpha, const float *restrict dy, float *restrict dx)
+{
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += alpha * dy[i];
+}
+
+static void reduce_row_f32_s(int64_t n, float alpha, const float *restrict dy, float *restrict dx)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        s += dy[i];
+    dx[0] += alpha * (float)s;
+}
+
+/*
+ * y: any shape (dims known); dy: y's shape; x: broadcastable to y (onyx_broadcast_strides);
+ * dx: x's shape. dx += alpha * sum of dy over the dims along which x is broadcast: the
+ * gradient of y = x broadcast (times alpha), the backward of every broadcasting op. Rows are
+ * visited in order, so the sums do not depend on anything but the shapes.
+ */
+void onyx_broadcast_reduce_f32(const onyx_tensor *y, const float *dy, const onyx_tensor *x,
+                               float *dx, float alpha)
+{
+    int64_t numel = onyx_numel(y);
+    if (numel == 0)
+        return;
+    if (onyx_numel(x) == numel) { /* same elements in the same order: nothing is broadcast */
+        reduce_row_f32_v(numel, alpha, dy, dx);
+        return;
+    }
+    onyx_broadcast_walk w;
+    onyx_broadcast_walk_init(&w, y, x, NULL);
+    int64_t n = w.dims[w.rank - 1];
+    bool vector = w.st[0][w.rank - 1] != 0;
+    int64_t rows = numel / n;
+    int64_t idx[ONYX_MAX_RANK] = {0};
+    int64_t off[2] = {0, 0};
+    for (int64_t i = 0; i < rows; i++) {
+        if (vector)
+            reduce_row_f32_v(n, alpha, dy + i * n, dx + off[0]);
+        else
+            reduce_row_f32_s(n, alpha, dy + i * n, dx + off[0]);
+        onyx_broadcast_walk_next(&w, idx, off);
+    }
+}

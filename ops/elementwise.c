@@ -368,13 +368,170 @@ static void binary_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
         binary_forward_generic(p->op, &w, &in[0], &b, &out[0], numel);
 }
 
+/*
+ * Backward of Y = A (op) B (binary_forward). Per element, with g = dY:
+ *   Add: dA = g               dB = g
+ *   Sub: dA = g               dB = -g
+ *   Mul: dA = g B             dB = g A
+ *   Div: dA = g / B           dB = -g A / B^2 = -g Y / B
+ *   Pow: dA = g B A^(B-1)     dB = g Y ln A
+ *        (PyTorch's conventions: dA = 0 where B = 0, dB = 0 where A = 0 and B >= 0)
+ * and each input's gradient is summed over the dims along which that input is broadcast.
+ * Add and Sub need only that sum (onyx_broadcast_reduce_f32); Mul, Div and Pow walk the
+ * forward's rows again with the raw loops below.
+ *
+ * Raw loops dx += expr over one row of n elements of Y: a, b the operands' rows, y and dy the
+ * rows of Y and dY (n each), dx the row of the gradient of the input named in the function
+ * (da_ or db_). Suffix vv: both operands step by 1; vs: b is held fixed; sv: a is held fixed.
+ * Where the gradient's own input is held fixed, the row reduces into dx[0] (summed in double).
+ */
+typedef void (*grad_row_f32_fn)(int64_t n, const float *restrict a, const float *restrict b,
+                                const float *restrict y, const float *restrict dy,
+                                float *restrict dx);
+
+/* dx[i] += expr, with x0 = A and x1 = B: the element's operands, yv = y[i], g = dy[i] */
+#define GRAD_ROW_V(fn, expr, A, B)                                                                 \
+    static void fn(int64_t n, const float *restrict a, const float *restrict b,                    \
+                   const float *restrict y, const float *restrict dy, float *restrict dx)          \
+    {                                                                                              \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            const float x0 = (A);                                                                  \
+            const float x1 = (B);                                                                  \
+            const float yv = y[i];                                                                 \
+            const float g = dy[i];                                                                 \
+            (void)x0;                                                                              \
+            (void)x1;                                                                              \
+            (void)yv;                                                                              \
+            dx[i] += (expr);                                                                       \
+        }                                                                                          \
+    }
+
+/* dx[0] += sum over the row of expr */
+#define GRAD_ROW_S(fn, expr, A, B)                                                                 \
+    static void fn(int64_t n, const float *restrict a, const float *restrict b,                    \
+                   const float *restrict y, const float *restrict dy, float *restrict dx)          \
+    {                                                                                              \
+        double s = 0.0;                                                                            \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            const float x0 = (A);                                                                  \
+            const float x1 = (B);                                                                  \
+            const float yv = y[i];                                                                 \
+            const float g = dy[i];                                                                 \
+            (void)x0;                                                                              \
+            (void)x1;                                                                              \
+            (void)yv;                                                                              \
+            s += (expr);                                                                           \
+        }                                                                                          \
+        dx[0] += (float)s;                                                                         \
+    }
+
+#define BINARY_BACKWARD_F32(name, ga, gb)                                                          \
+    GRAD_ROW_V(name##_da_vv, ga, a[i], b[i])                                                       \
+    GRAD_ROW_V(name##_da_vs, ga, a[i], b[0])                                                       \
+    GRAD_ROW_S(name##_da_sv, ga, a[0], b[i])                                                       \
+    GRAD_ROW_V(name##_db_vv, gb, a[i], b[i])                                                       \
+    GRAD_ROW_V(name##_db_sv, gb, a[0], b[i])                                                       \
+    GRAD_ROW_S(name##_db_vs, gb, a[i], b[0])
+
+/* d/dA and d/dB of A B, A / B and A^B; see the table above */
+BINARY_BACKWARD_F32(mul, (g * x1), (g * x0))
+BINARY_BACKWARD_F32(div, (g / x1), (-g * yv / x1))
+BINARY_BACKWARD_F32(pow, (x1 == 0.0f ? 0.0f : g * x1 * powf(x0, x1 - 1.0f)),
+                    ((x0 == 0.0f && x1 >= 0.0f) ? 0.0f : g * yv * logf(x0)))
+
+/* [op][0: dA, 1: dB][variant vv, vs, sv]; Add and Sub (rows 0 and 1) use no row loops */
+static const grad_row_f32_fn binary_grad_f32[OP_BINARY_COUNT][2][3] = {
+    [OP_MUL] = {{mul_da_vv, mul_da_vs, mul_da_sv}, {mul_db_vv, mul_db_vs, mul_db_sv}},
+    [OP_DIV] = {{div_da_vv, div_da_vs, div_da_sv}, {div_db_vv, div_db_vs, div_db_sv}},
+    [OP_POW] = {{pow_da_vv, pow_da_vs, pow_da_sv}, {pow_db_vv, pow_db_vs, pow_db_sv}},
+};
+
+/* dA and/or dB (each NULL when not wanted) of Mul, Div or Pow over the forward's walk; y and
+ * dy have numel > 0 elements. One input's gradient at a time, so dA and dB may be the same
+ * buffer (Mul(X, X)). */
+static void binary_backward_f32(int op, const onyx_broadcast_walk *w, const float *a,
+                                const float *b, const float *y, const float *dy, float *da,
+                                float *db, int64_t numel)
+{
+    int r = w->rank;
+    int64_t n = w->dims[r - 1];
+    int64_t sa = w->st[0][r - 1];
+    int64_t sb = w->st[1][r - 1];
+    int v = sa != 0 && sb != 0 ? 0 : sb == 0 ? 1 : 2;
+    grad_row_f32_fn fa = binary_grad_f32[op][0][v];
+    grad_row_f32_fn fb = binary_grad_f32[op][1][v];
+    int64_t rows = numel / n;
+    for (int s = 0; s < 2; s++) {
+        float *dx = s == 0 ? da : db;
+        if (dx == NULL)
+            continue;
+        grad_row_f32_fn f = s == 0 ? fa : fb;
+        int64_t idx[ONYX_MAX_RANK] = {0};
+        int64_t off[2] = {0, 0};
+        for (int64_t i = 0; i < rows; i++) {
+            f(n, a + off[0], b + off[1], y + i * n, dy + i * n, dx + off[s]);
+            onyx_broadcast_walk_next(w, idx, off);
+        }
+    }
+}
+
+/* Pow with an exponent that is not float32 (opset >= 12 allows integers) needs it converted
+ * for the float32 loops: that many bytes of scratch. */
+static size_t binary_scratch_size(const onyx_node *n, const onyx_tensor *in, const onyx_tensor *out)
+{
+    (void)out;
+    const binary *p = n->priv;
+    if (p->op != OP_POW || in[0].dtype != ONYX_DTYPE_F32 || in[1].dtype == ONYX_DTYPE_F32 ||
+        !onyx_shape_known(&in[1]))
+        return 0;
+    return (size_t)onyx_numel(&in[1]) * sizeof(float);
+}
+
+/* A, B: the forward's operands (B: any dtype for Pow); Y: the forward's output; dY: Y's shape;
+ * dA, dB: A's and B's shapes, accumulated into (see the table above binary_backward_f32). */
+static void binary_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                            const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    const binary *p = n->priv;
+    int64_t numel = onyx_numel(&out[0]);
+    if (numel == 0 || dout[0].data == NULL || in[0].dtype != ONYX_DTYPE_F32)
+        return;
+    float *da = din[0].data;
+    float *db = in[1].dtype == ONYX_DTYPE_F32 ? din[1].data : NULL;
+    onyx_tensor b = in[1];
+    if (p->legacy)
+        (void)legacy_view(n, p, &in[0], &in[1], &b, NULL); /* checked by infer */
+    if (p->op == OP_ADD || p->op == OP_SUB) {
+        if (da != NULL)
+            onyx_broadcast_reduce_f32(&out[0], dout[0].data, &in[0], da, 1.0f);
+        if (db != NULL)
+            onyx_broadcast_reduce_f32(&out[0], dout[0].data, &b, db,
+                                      p->op == OP_ADD ? 1.0f : -1.0f);
+        return;
+    }
+    if (b.dtype != ONYX_DTYPE_F32) { /* Pow's integer exponent: converted into scratch */
+        if (p->op != OP_POW || da == NULL || ctx->scratch == NULL)
+            return;
+        float *bf = ctx->scratch;
+        int64_t nb = onyx_numel(&b);
+        for (int64_t i = 0; i < nb; i++)
+            bf[i] = (float)onyx_load_f64(b.dtype, b.data, i);
+        b.data = bf;
+    }
+    onyx_broadcast_walk w;
+    onyx_broadcast_walk_init(&w, &out[0], &in[0], &b);
+    binary_backward_f32(p->op, &w, in[0].data, b.data, out[0].data, dout[0].data, da, db, numel);
+}
+
 const onyx_op_impl onyx_impl_binary = {
     .init = binary_init,
     .infer = binary_infer,
     .forward = binary_forward,
-    .backward = NULL,
+    .backward = binary_backward,
     .fini = NULL,
     .flags = 0,
+    .grad_inputs = 0x3u, /* A and B (Pow: X and Y) */
+    .scratch_size = binary_scratch_size,
 };
 
 /* ---- Sum ---------------------------------------------------------------------------------- */
@@ -532,13 +689,27 @@ static void sum_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *i
     }
 }
 
+/* Backward of sum = data_0 + ... + data_k-1: d data_i = d sum, summed over the dims along
+ * which data_i is broadcast. data_i: any shape broadcastable to sum's; d data_i: data_i's. */
+static void sum_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                         const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)ctx;
+    if (dout[0].data == NULL || out[0].dtype != ONYX_DTYPE_F32)
+        return;
+    for (int i = 0; i < n->n_in; i++)
+        if (din[i].data != NULL)
+            onyx_broadcast_reduce_f32(&out[0], dout[0].data, &in[i], din[i].data, 1.0f);
+}
+
 const onyx_op_impl onyx_impl_sum = {
     .init = sum_init,
     .infer = sum_infer,
     .forward = sum_forward,
-    .backward = NULL,
+    .backward = sum_backward,
     .fini = NULL,
     .flags = 0,
+    .grad_inputs = ONYX_GRAD_ALL,
 };
 
 /* ---- unary maths: Sqrt, Neg, Abs, Exp, Log, Erf ------------------------------------------- */
@@ -564,6 +735,41 @@ UNARY_F32(exp, expf(v))
 UNARY_F32(log, logf(v))
 UNARY_F32(erf, erff(v))
 
+/*
+ * Backward raw loops dx += dy f'(x): x, y = f(x), dy, dx (n each). The derivatives:
+ *   Sqrt: 1 / (2 y)              (from the output: no second square root)
+ *   Neg:  -1
+ *   Abs:  sign(x), 0 at x = 0    (PyTorch's choice at the kink)
+ *   Exp:  y                      (from the output)
+ *   Log:  1 / x
+ *   Erf:  2/sqrt(pi) exp(-x^2)
+ */
+typedef void (*unary_grad_f32_fn)(int64_t n, const float *restrict x, const float *restrict y,
+                                  const float *restrict dy, float *restrict dx);
+
+#define UNARY_BACKWARD_F32(name, expr)                                                             \
+    static void name##_backward_f32(int64_t n, const float *restrict x, const float *restrict y,   \
+                                    const float *restrict dy, float *restrict dx)                  \
+    {                                                                                              \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            const float v = x[i];                                                                  \
+            const float yv = y[i];                                                                 \
+            const float g = dy[i];                                                                 \
+            (void)v;                                                                               \
+            (void)yv;                                                                              \
+            dx[i] += (expr);                                                                       \
+        }                                                                                          \
+    }
+
+#define TWO_OVER_SQRT_PI 1.12837916709551257390 /* 2/sqrt(pi) */
+
+UNARY_BACKWARD_F32(sqrt, g * 0.5f / yv)
+UNARY_BACKWARD_F32(neg, -g)
+UNARY_BACKWARD_F32(abs, (g * (float)((v > 0.0f) - (v < 0.0f))))
+UNARY_BACKWARD_F32(exp, (g * yv))
+UNARY_BACKWARD_F32(log, g / v)
+UNARY_BACKWARD_F32(erf, (g * (float)TWO_OVER_SQRT_PI * expf(-v * v)))
+
 static double neg_f64(double v)
 {
     return -v;
@@ -572,15 +778,19 @@ static double neg_f64(double v)
 static const struct unary_def {
     const char *op_type;
     unary_f32_fn f32;
+    unary_grad_f32_fn grad_f32;
     double (*f64)(double);
     unsigned dtypes; /* of the latest opset; bfloat16 comes in at 13 for all of them */
 } unary_defs[UN_COUNT] = {
-    [UN_SQRT] = {"Sqrt", sqrt_forward_f32, sqrt, ONYX_DT_FLOAT | ONYX_DT_BF16},
-    [UN_NEG] = {"Neg", neg_forward_f32, neg_f64, ONYX_DT_FLOAT | ONYX_DT_BF16 | ONYX_DT_SINT},
-    [UN_ABS] = {"Abs", abs_forward_f32, fabs, ONYX_DT_FLOAT | ONYX_DT_BF16 | ONYX_DT_INT},
-    [UN_EXP] = {"Exp", exp_forward_f32, exp, ONYX_DT_FLOAT | ONYX_DT_BF16},
-    [UN_LOG] = {"Log", log_forward_f32, log, ONYX_DT_FLOAT | ONYX_DT_BF16},
-    [UN_ERF] = {"Erf", erf_forward_f32, erf, ONYX_DT_FLOAT | ONYX_DT_BF16 | ONYX_DT_INT},
+    [UN_SQRT] = {"Sqrt", sqrt_forward_f32, sqrt_backward_f32, sqrt, ONYX_DT_FLOAT | ONYX_DT_BF16},
+    [UN_NEG] = {"Neg", neg_forward_f32, neg_backward_f32, neg_f64,
+                ONYX_DT_FLOAT | ONYX_DT_BF16 | ONYX_DT_SINT},
+    [UN_ABS] = {"Abs", abs_forward_f32, abs_backward_f32, fabs,
+                ONYX_DT_FLOAT | ONYX_DT_BF16 | ONYX_DT_INT},
+    [UN_EXP] = {"Exp", exp_forward_f32, exp_backward_f32, exp, ONYX_DT_FLOAT | ONYX_DT_BF16},
+    [UN_LOG] = {"Log", log_forward_f32, log_backward_f32, log, ONYX_DT_FLOAT | ONYX_DT_BF16},
+    [UN_ERF] = {"Erf", erf_forward_f32, erf_backward_f32, erf,
+                ONYX_DT_FLOAT | ONYX_DT_BF16 | ONYX_DT_INT},
 };
 
 typedef struct unary {
@@ -658,11 +868,25 @@ static void unary_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor 
         unary_forward_generic(p->op, &in[0], &out[0], numel);
 }
 
+/* X, Y: the forward's input and output; dY: Y's shape; dX += dY f'(X) (table above
+ * sqrt_backward_f32). */
+static void unary_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                           const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
+{
+    (void)ctx;
+    const unary *p = n->priv;
+    int64_t numel = onyx_numel(&out[0]);
+    if (numel == 0 || dout[0].data == NULL || din[0].data == NULL || in[0].dtype != ONYX_DTYPE_F32)
+        return;
+    unary_defs[p->op].grad_f32(numel, in[0].data, out[0].data, dout[0].data, din[0].data);
+}
+
 const onyx_op_impl onyx_impl_unary = {
     .init = unary_init,
     .infer = unary_infer,
     .forward = unary_forward,
-    .backward = NULL,
+    .backward = unary_backward,
     .fini = NULL,
     .flags = 0,
+    .grad_inputs = 0x1u,
 };

@@ -385,6 +385,12 @@ void onyx_broadcast_walk_init(onyx_broadcast_walk *w, const onyx_tensor *out, co
  * offsets off (likewise 0) from one row to the next. Row i of out starts at i * dims[rank-1]. */
 void onyx_broadcast_walk_next(const onyx_broadcast_walk *w, int64_t idx[ONYX_MAX_RANK],
                               int64_t off[2]);
+/* The backward of broadcasting: dx += alpha * dy summed over the dims along which x is
+ * broadcast to y. dy (float32) has y's shape (dims known), dx (float32) has x's, and x
+ * broadcasts to y (see onyx_broadcast_strides). Sums run in a fixed order (row by row, each
+ * row's sum in double), so results depend only on the shapes. dx must not overlap dy. */
+void onyx_broadcast_reduce_f32(const onyx_tensor *y, const float *dy, const onyx_tensor *x,
+                               float *dx, float alpha);
 
 /* ---- sessions (runtime/session.c) ------------------------------------------------------- */
 
@@ -423,6 +429,39 @@ onyx_status onyx_session_forward(onyx_session *s, size_t n_in, const char *const
 /* Index of the value named name, or -1. */
 int onyx_model_find_value(const onyx_model *m, const char *name);
 
+/* ---- gradients (runtime/autodiff.c) ------------------------------------------------------ */
+
+typedef struct onyx_grad_plan onyx_grad_plan;
+
+/* to_root[v] (n_values entries): value v reaches value `root` through differentiable inputs. */
+onyx_status onyx_grad_reach(const onyx_model *m, int root, bool *to_root);
+/* Plans the backward pass from value root to the values with is_param[v] (n_values entries).
+ * Refuses a graph where parameters reach the root only through an op without backward, or where
+ * none reaches it. */
+onyx_status onyx_grad_plan_create(onyx_session *s, int root, const bool *is_param,
+                                  onyx_grad_plan **out, onyx_error *err);
+void onyx_grad_plan_destroy(onyx_grad_plan *p);
+/* Value v gets a gradient. */
+bool onyx_grad_needed(const onyx_grad_plan *p, int v);
+/* Parameter v's gradient goes to grad (numel floats, zeroed by the caller before each step). */
+void onyx_grad_set_param_buffer(onyx_grad_plan *p, int v, float *grad);
+/* After the session's forward (training): backward from the root's gradient droot. */
+onyx_status onyx_grad_backward(onyx_grad_plan *p, const float *droot);
+/* The gradient of v computed by the last backward, or NULL. */
+const float *onyx_grad_of(const onyx_grad_plan *p, int v);
+
+/* ---- trainer internals for tests (runtime/train.c) --------------------------------------- */
+
+/* Forward in `mode`, loss and backward: fills the gradients without changing any parameter. */
+onyx_status onyx_trainer_gradients(onyx_trainer *t, const onyx_tensor *x, const onyx_tensor *y,
+                                   onyx_mode mode, float *loss);
+/* Forward in `mode` and the loss only. */
+onyx_status onyx_trainer_loss_at(onyx_trainer *t, const onyx_tensor *x, const onyx_tensor *y,
+                                 onyx_mode mode, float *loss);
+/* Parameter k's values (writable) and its gradient from the last backward. */
+float *onyx_trainer_param_ptr(onyx_trainer *t, size_t k);
+const float *onyx_trainer_grad_ptr(const onyx_trainer *t, size_t k);
+
 /* ---- optimizers (runtime/optim.c) -------------------------------------------------------- */
 
 typedef struct onyx_optim_config {
@@ -452,6 +491,9 @@ double onyx_grad_norm(const float *g, size_t n);
 
 /* ---- tensor files (runtime/model.c) ------------------------------------------------------ */
 
+/* The folder of a file path ("." when it has none), into dir. */
+void onyx_path_dir(const char *path, char *dir, size_t size);
+
 /* Decodes a serialized TensorProto (raw_data or typed fields; not external data) into t, whose
  * data is a new malloc'd buffer; *name (if name != NULL) is a malloc'd copy of its name. `what`
  * names the source in messages (a file path). */
@@ -460,9 +502,146 @@ onyx_status onyx_tensor_decode_pb(const void *buf, size_t len, const char *what,
 
 /* ---- files (runtime/tensor_io.c) --------------------------------------------------------- */
 
+/* Reads the regular file at path (at most ONYX_MAX_FILE_SIZE bytes, checked before allocating)
+ * into a new malloc'd buffer (at least 1 byte allocated) owned by the caller. */
+onyx_status onyx_read_file(const char *path, unsigned char **out, size_t *size, onyx_error *err);
+/* fsyncs folder dir so that a rename into it survives a power loss (path names the file in
+ * messages); file systems that cannot sync folders (EINVAL) are accepted. */
+onyx_status onyx_fsync_dir(const char *dir, const char *path, onyx_error *err);
 /* Writes path through a temporary file in the same folder: write(f, ctx) fills it, then it is
- * flushed, fsync'd and renamed over path, so a failure never leaves half a file. */
+ * flushed, fsync'd and renamed over path, and the folder fsync'd, so a failure or a crash never
+ * leaves half a file. */
 onyx_status onyx_write_file_atomic(const char *path, bool (*write)(FILE *f, void *ctx), void *ctx,
                                    onyx_error *err);
+
+/* ---- checkpoints (runtime/ckpt.c) -------------------------------------------------------- */
+
+/* The first line of every checkpoint's manifest.txt (the trainer writes it followed by '\n').
+ * A checkpoint whose manifest starts with another "onyx checkpoint format N" is refused, naming N. */
+#define ONYX_CKPT_FORMAT_LINE "onyx checkpoint format 1"
+
+/* The three blobs of one checkpoint, borrowed for the duration of onyx_ckpt_write. */
+typedef struct onyx_ckpt_blobs {
+    const void *model; /* model.onnx: the whole model with current weights; NULL if size 0 */
+    size_t model_size;
+    const void *state; /* training_state.pb (proto/onyx_train.proto); NULL if size 0 */
+    size_t state_size;
+    const char *manifest; /* manifest.txt, NUL-terminated, at most 1 MiB; its first line must be
+                           * ONYX_CKPT_FORMAT_LINE */
+} onyx_ckpt_blobs;
+
+/* Writes a checkpoint zip at path crash-safely: the archive (model.onnx, training_state.pb,
+ * manifest.txt, all stored uncompressed with their CRC-32) is completed in a temporary file
+ * "<path>.tmp.<pid>.<n>" in the same folder, fsync'd, renamed over path, and the folder fsync'd;
+ * a crash or kill -9 at any moment leaves either the old file or the new one, both complete.
+ * A write first deletes the temporary files that earlier writes of the same path left when
+ * their process died (by pid: a writer on another machine sharing the folder would lose its
+ * write, never a checkpoint), so at most one stray temporary file per path remains.
+ * Errors: ONYX_ERR_INVALID_ARG (NULL, a blob above 2 GiB - 1, a manifest above 1 MiB or not
+ * starting with ONYX_CKPT_FORMAT_LINE: nothing written), ONYX_ERR_IO (path untouched and no
+ * temporary file left, except when only the final folder fsync failed: then path is already
+ * the new checkpoint, which a power loss could still undo), ONYX_ERR_NOMEM. Thread-safe; when
+ * writes of one path overlap, the last to rename wins, complete. */
+onyx_status onyx_ckpt_write(const char *path, const onyx_ckpt_blobs *b, onyx_error *err);
+
+/* Reads and verifies the checkpoint at path: a zip (anything else: "not a checkpoint"), opened
+ * with ZIP_CHECKCONS, the CRC of every entry checked, required entries model.onnx,
+ * training_state.pb and manifest.txt present, sizes sane (model and state at most 2 GiB - 1,
+ * manifest at most 1 MiB; refused before allocating), manifest's first line
+ * ONYX_CKPT_FORMAT_LINE. Other entries are ignored.
+ * On success *model, *state and *manifest are new malloc'd buffers owned by the caller (each
+ * non-NULL, also for an empty entry; *manifest NUL-terminated); on failure all are NULL and the
+ * sizes 0. Errors name the file and what was wrong: ONYX_ERR_IO (missing or unreadable file),
+ * ONYX_ERR_INVALID_MODEL (empty file, not a zip, foreign zip, missing entry, bad CRC, truncated
+ * or damaged archive, oversized entry), ONYX_ERR_UNSUPPORTED (another format version, named;
+ * an encrypted or oddly compressed entry), ONYX_ERR_NOMEM. */
+onyx_status onyx_ckpt_read(const char *path, void **model, size_t *model_size, void **state,
+                           size_t *state_size, char **manifest, onyx_error *err);
+
+/* Keeps the newest `keep` files of dir named "<prefix><digits>.zip" (newest = highest step
+ * number, e.g. ckpt-000120.zip is step 120; same step: greater name) and deletes the older
+ * ones; keep <= 0 keeps all. Other files (ckpt-best.zip, temporary files) are never touched.
+ * prefix must not contain '/'. Errors: ONYX_ERR_IO (folder unreadable, or the first file that
+ * could not be deleted; the others are still tried), ONYX_ERR_INVALID_ARG, ONYX_ERR_NOMEM. */
+onyx_status onyx_ckpt_prune(const char *dir, const char *prefix, int keep, onyx_error *err);
+
+/* ---- rewriting models (runtime/model_write.c) ---------------------------------------------- */
+
+/* One initializer to replace in onyx_model_rewrite. */
+typedef struct onyx_initializer_update {
+    const char *name;         /* initializer to replace */
+    const onyx_tensor *value; /* new value: same dtype and dims as the original, data borrowed */
+} onyx_initializer_update;
+
+/*
+ * Writes back a trained model: parses the serialized ModelProto src (src_size bytes, borrowed for
+ * the call) and serializes it again into a new malloc'd buffer *out of *out_size bytes, owned by
+ * the caller (free()), with the data of each named top-graph initializer replaced by
+ * updates[i].value (written as little-endian raw_data; typed fields and external-data fields
+ * cleared; name, dims, doc string, metadata kept). Everything else is kept as it was: node names,
+ * metadata, opset imports, doc strings, functions, and every field onyx does not know (protobuf-c
+ * keeps them as unknown fields and writes them back).
+ * Initializers not updated stay as they are, except that any tensor stored as external data
+ * (anywhere in the model) is read, relative to base_dir and confined to it as the loader does
+ * (onyx_tensor_proto_read_external), and written inline, so the result stands alone. base_dir may
+ * be NULL when the source has no external data.
+ * When the result would exceed protobuf's 2 GiB limit and ext_path is not NULL, the initializers
+ * (of every graph) holding >= 1 KiB of raw data go to the file ext_path instead, as onnx's external
+ * data format says (data_location EXTERNAL, location = basename of ext_path, offset and length,
+ * offsets aligned to 4 KiB; the file is written atomically); the caller must then store the
+ * returned model in the folder of ext_path. Tensors kept in typed fields (float_data...) stay
+ * inline, as onnx's own converter does. A result that fits writes no file.
+ * Errors name what was wrong: ONYX_ERR_INVALID_ARG (an update naming no initializer, a name
+ * updated twice, NULL arguments, external data without base_dir, a result too large to store
+ * inline without ext_path), ONYX_ERR_SHAPE (an update of another dtype or dims: both named),
+ * ONYX_ERR_INVALID_MODEL (corrupt source, bad external data), ONYX_ERR_IO, ONYX_ERR_NOMEM. On
+ * failure *out is NULL and *out_size 0. Thread-safe; src and updates are only read.
+ */
+onyx_status onyx_model_rewrite(const void *src, size_t src_size, const char *base_dir,
+                               const onyx_initializer_update *updates, size_t n_updates,
+                               const char *ext_path, void **out, size_t *out_size,
+                               onyx_error *err);
+/* onyx_model_rewrite with the inline limit as a parameter (onyx_model_rewrite passes
+ * ONYX_MAX_FILE_SIZE): a result above max_inline bytes goes to external data. For tests, which
+ * cannot build 2 GiB models: a tiny max_inline exercises the external-data path. */
+onyx_status onyx_model_rewrite_limit(const void *src, size_t src_size, const char *base_dir,
+                                     const onyx_initializer_update *updates, size_t n_updates,
+                                     const char *ext_path, size_t max_inline, void **out,
+                                     size_t *out_size, onyx_error *err);
+
+/*
+ * For `onyx train --add-dropout P` (PyTorch's inference export drops Dropout nodes): parses src
+ * as onyx_model_rewrite does and, in the top graph, after every hidden activation node (Relu,
+ * LeakyRelu, Tanh, Sigmoid, Gelu, Elu, Selu, Celu, Softplus, HardSigmoid, HardSwish, PRelu of the
+ * default domain) whose first output feeds a Gemm or MatMul, inserts a Dropout node in its
+ * opset-12 form (data, ratio; no training_mode input, so it is off in inference) named
+ * "<activation name>/dropout" (the activation's output name when it has no name; "_1", "_2"...
+ * appended if taken), with output "<dropout name>_output_0". Every node that read the
+ * activation's output reads the Dropout's instead; graph outputs and subgraphs keep the
+ * activation's. The ratio is one new float scalar initializer "dropout_ratio" shared by all the
+ * Dropouts (not a parameter: Dropout's ratio takes no gradient). Running it again inserts
+ * nothing (the activations then feed Dropouts). External data references are left as they are.
+ * ratio must be in [0, 1). The model's default-domain opset must be >= 12: otherwise
+ * ONYX_ERR_UNSUPPORTED naming the opset. *out, *out_size as for onyx_model_rewrite;
+ * *n_inserted (n_inserted not NULL) = the number of Dropout nodes inserted (0 on failure).
+ */
+onyx_status onyx_model_add_dropout(const void *src, size_t src_size, float ratio, void **out,
+                                   size_t *out_size, int *n_inserted, onyx_error *err);
+
+/* Shared with runtime/model.c (defined in model_write.c; both see protobuf types). */
+struct Onnx__TensorProto;
+/* protobuf-c has no recursion limit: before unpacking untrusted bytes, checks that they are
+ * well-formed wire format and, for a ModelProto (model true; else any message, nesting not
+ * followed), that graphs and types nest at most ONYX_MAX_NESTING deep. On failure returns false
+ * with *offset the byte where it went wrong and *why a static reason. */
+bool onyx_pb_wire_check(const void *buf, size_t len, bool model, size_t *offset,
+                        const char **why);
+/* Reads the external data of tensor tp (its location/offset/length entries) into dst, nbytes
+ * (its size from dtype and dims). The file must be inside base_dir: no absolute path, no "..",
+ * and after resolving symlinks still inside it; base_dir NULL is an error (a model read from
+ * memory without a folder). `what` names the model in messages. */
+onyx_status onyx_tensor_proto_read_external(const char *what, const char *base_dir,
+                                            const struct Onnx__TensorProto *tp, void *dst,
+                                            size_t nbytes, onyx_error *err);
 
 #endif /* ONYX_INTERNAL_H */

@@ -3,6 +3,7 @@
  * copied from the official ONNX conformance data (/usr/share/libonnx-testdata/data/node/...),
  * or computed here in double straight from the spec's formula. */
 #include "check.h"
+#include "grad_check.h"
 #include "op_harness.h"
 #include "ops.h"
 
@@ -868,6 +869,387 @@ static void test_clip(void)
     }
 }
 
+/* ---- backward ----------------------------------------------------------------------------- */
+
+static int grad_checks; /* finite-difference checks run, for the closing line */
+
+/* Elements of input 0 within 0.05 of one of these are not compared (kinks: finite differences
+ * with eps 1e-2 would straddle them). Set before each grad_check. */
+static double kinks[4];
+static int n_kinks;
+
+static bool skip_kinks(int input, int64_t k, float x)
+{
+    (void)k;
+    if (input != 0)
+        return false;
+    for (int i = 0; i < n_kinks; i++)
+        if (fabs(x - kinks[i]) < 0.05)
+            return true;
+    return false;
+}
+
+/* Central finite differences on every float32 input in in_mask (tests/grad_check.h). */
+static void grad_check(th_node *n, const onyx_tensor *in, uint32_t in_mask)
+{
+    int bad =
+        th_grad_check(n, ONYX_MODE_TRAIN, in, in_mask, 0xffffffffu, 1e-2, 1e-3, 1e-2, skip_kinks);
+    if (bad != 0)
+        fprintf(stderr, "grad check of %s failed (%d)\n", th_onyx_node(n)->op_type, bad);
+    CHECK(bad == 0);
+    grad_checks++;
+}
+
+/* Runs forward (th_run) and then backward with dY = dy (NULL: no gradient flows) into
+ * din[i].data = dx[i] (NULL: input i needs none). */
+static void run_backward(th_node *t, const onyx_tensor *in, const float *dy, float **dx)
+{
+    onyx_node *n = th_onyx_node(t);
+    onyx_tensor out[1];
+    onyx_error err = {0};
+    CHECK_OK(th_run(t, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+    if (err.code != ONYX_OK)
+        return;
+    size_t sc = n->impl->scratch_size ? n->impl->scratch_size(n, in, out) : 0;
+    void *scratch = sc ? malloc(sc) : NULL;
+    onyx_tensor dout[1] = {out[0]};
+    dout[0].data = (void *)(uintptr_t)dy;
+    onyx_tensor din[3];
+    for (int i = 0; i < n->n_in && i < 3; i++) {
+        din[i] = in[i];
+        din[i].data = dx[i];
+    }
+    onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN, .scratch = scratch};
+    n->impl->backward(n, &ctx, in, out, dout, din);
+    free(scratch);
+}
+
+#define PI_CONST 3.14159265358979323846
+
+/* dy/dx of ref_act, in double, differentiated by hand from the spec's formulas. */
+static double ref_act_grad(const char *op, const params *p, double x)
+{
+    if (strcmp(op, "Relu") == 0)
+        return x > 0 ? 1 : 0;
+    if (strcmp(op, "LeakyRelu") == 0)
+        return x > 0 ? 1 : p->alpha;
+    if (strcmp(op, "Sigmoid") == 0) {
+        double s = 1.0 / (1.0 + exp(-x));
+        return s * (1 - s);
+    }
+    if (strcmp(op, "HardSigmoid") == 0) {
+        double t = p->alpha * x + p->beta;
+        return t > 0 && t < 1 ? p->alpha : 0;
+    }
+    if (strcmp(op, "HardSwish") == 0)
+        return x < -3 ? 0 : x > 3 ? 1 : 2 * x / 6 + 0.5;
+    if (strcmp(op, "Tanh") == 0)
+        return 1 - tanh(x) * tanh(x);
+    if (strcmp(op, "Elu") == 0)
+        return x >= 0 ? 1 : p->alpha * exp(x);
+    if (strcmp(op, "Selu") == 0)
+        return x > 0 ? p->gamma : p->gamma * p->alpha * exp(x);
+    if (strcmp(op, "Celu") == 0)
+        return x > 0 ? 1 : exp(x / p->alpha);
+    if (strcmp(op, "Softplus") == 0)
+        return exp(x) / (1 + exp(x));
+    if (strcmp(op, "Softsign") == 0)
+        return 1 / ((1 + fabs(x)) * (1 + fabs(x)));
+    /* Gelu */
+    if (p->tanh_approx) {
+        double c = sqrt(2 / PI_CONST);
+        double t = tanh(c * (x + 0.044715 * x * x * x));
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x);
+    }
+    return 0.5 * (1 + erf(x / sqrt(2.0))) + x * exp(-x * x / 2) / sqrt(2 * PI_CONST);
+}
+
+/* A node of all_ops[o] with variant 1 = non-default attributes (alpha, beta, gamma where the op
+ * takes them; Gelu's tanh approximation), and *p its parameters. */
+static th_node *act_node(size_t o, int variant, params *p)
+{
+    const char *op = all_ops[o].op;
+    th_node *n = th_node_new(op, all_ops[o].opset, 1, 1);
+    *p = all_ops[o].p;
+    if (variant == 0)
+        return n;
+    if (strcmp(op, "Gelu") == 0) {
+        p->tanh_approx = true;
+        th_attr_string(n, "approximate", "tanh");
+    }
+    if (strcmp(op, "LeakyRelu") == 0 || strcmp(op, "Elu") == 0 || strcmp(op, "Selu") == 0 ||
+        strcmp(op, "Celu") == 0 || strcmp(op, "HardSigmoid") == 0) {
+        p->alpha = strcmp(op, "Celu") == 0 ? 0.5f : strcmp(op, "HardSigmoid") == 0 ? 0.4f : 1.5f;
+        th_attr_float(n, "alpha", (float)p->alpha);
+    }
+    if (strcmp(op, "HardSigmoid") == 0) {
+        p->beta = 0.3f;
+        th_attr_float(n, "beta", (float)p->beta);
+    }
+    if (strcmp(op, "Selu") == 0) {
+        p->gamma = 2.0f;
+        th_attr_float(n, "gamma", (float)p->gamma);
+    }
+    return n;
+}
+
+/* The kinks of all_ops[o] with parameters p, into kinks[]. */
+static void set_kinks(size_t o, const params *p)
+{
+    const char *op = all_ops[o].op;
+    n_kinks = 0;
+    if (strcmp(op, "Relu") == 0 || strcmp(op, "LeakyRelu") == 0 || strcmp(op, "Elu") == 0 ||
+        strcmp(op, "Selu") == 0 || strcmp(op, "Celu") == 0) {
+        kinks[n_kinks++] = 0; /* Elu, Selu, Celu: kinks unless the slopes happen to match */
+    } else if (strcmp(op, "HardSigmoid") == 0) {
+        kinks[n_kinks++] = -p->beta / p->alpha;
+        kinks[n_kinks++] = (1 - p->beta) / p->alpha;
+    } else if (strcmp(op, "HardSwish") == 0) {
+        kinks[n_kinks++] = -3;
+        kinks[n_kinks++] = 3;
+    }
+}
+
+static void test_act_backward(void)
+{
+    /* hand values, dY = 2 onto dX pre-filled with 1 */
+    static const struct {
+        const char *op;
+        float x;
+        double want; /* dX after the backward */
+    } hand[] = {
+        {"Relu", -1, 1},
+        {"Relu", 2, 1 + 2},
+        {"Relu", 0, 1},                   /* PyTorch's choice at the kink */
+        {"LeakyRelu", -1, 1 + 2 * 0.01f}, /* default alpha */
+        {"Sigmoid", 0, 1 + 2 * 0.25},     /* y = 1/2: y (1 - y) */
+        {"HardSigmoid", 0, 1 + 2 * 0.2f}, /* inside (0, 1): alpha */
+        {"HardSigmoid", 3, 1},            /* saturated: 0 */
+        {"HardSigmoid", 2.5f, 1},         /* at the corner alpha x + beta = 1: 0 */
+        {"HardSwish", 1, 1 + 2 * (1.0 / 3 + 0.5)},
+        {"HardSwish", -4, 1},
+        {"HardSwish", 4, 1 + 2},
+        {"Tanh", 0, 1 + 2},
+        {"Elu", -1, 1 + 2 * exp(-1.0)},
+        {"Selu", 1, 1 + 2 * 1.05070102214813232421875},
+        {"Celu", -2, 1 + 2 * exp(-2.0)},
+        {"Softplus", 0, 1 + 2 * 0.5},
+        {"Softsign", 1, 1 + 2 * 0.25},
+        {"Softsign", -3, 1 + 2 * 0.0625},
+        {"Gelu", 0, 1 + 2 * 0.5},
+        {"Gelu", 1, 1 + 2 * (0.841344746068543 + 0.241970724519143)}, /* Phi(1) + phi(1) */
+    };
+    for (size_t c = 0; c < sizeof(hand) / sizeof(hand[0]); c++) {
+        th_node *n = th_node_new(hand[c].op, 20, 1, 1);
+        float dy[1] = {2};
+        float dx[1] = {1};
+        int64_t d1[1] = {1};
+        onyx_tensor in[1] = {th_f32(1, d1, &hand[c].x)};
+        run_backward(n, in, dy, (float *[]){dx});
+        if (fabs(dx[0] - hand[c].want) > 1e-6 + 1e-5 * fabs(hand[c].want))
+            fprintf(stderr, "%s at %g\n", hand[c].op, hand[c].x);
+        CHECK_NEAR(dx[0], hand[c].want);
+        th_node_free(n);
+    }
+    /* no gradient flowing in, or none wanted: nothing is touched */
+    {
+        th_node *n = th_node_new("Tanh", 13, 1, 1);
+        float x[2] = {1, 2};
+        float dx[2] = {5, 5};
+        int64_t d2[1] = {2};
+        onyx_tensor in[1] = {th_f32(1, d2, x)};
+        run_backward(n, in, NULL, (float *[]){dx});
+        CHECK(dx[0] == 5 && dx[1] == 5);
+        run_backward(n, in, (float[]){1, 1}, (float *[]){NULL});
+        th_node_free(n);
+    }
+    /* every op and attribute variant: the float32 loops against the derivative in double over
+     * [-12, 12], and finite differences over [-4, 4] (kinks skipped) and in the tails */
+    for (size_t o = 0; o < sizeof(all_ops) / sizeof(all_ops[0]); o++) {
+        for (int variant = 0; variant < 2; variant++) {
+            params p;
+            const char *op = all_ops[o].op;
+            bool has_variant = strcmp(op, "Gelu") == 0 || strcmp(op, "LeakyRelu") == 0 ||
+                               strcmp(op, "Elu") == 0 || strcmp(op, "Selu") == 0 ||
+                               strcmp(op, "Celu") == 0 || strcmp(op, "HardSigmoid") == 0;
+            if (variant == 1 && !has_variant)
+                continue;
+            th_node *n = act_node(o, variant, &p);
+            int64_t len = 1031;
+            float *x = malloc(sizeof(float) * (size_t)len);
+            float *dy = malloc(sizeof(float) * (size_t)len);
+            float *dx = calloc((size_t)len, sizeof(float));
+            double *want = malloc(sizeof(double) * (size_t)len);
+            for (int64_t i = 0; i < len; i++) {
+                x[i] = (float)th_urand(&rng_state, -12, 12);
+                dy[i] = (float)th_urand(&rng_state, -1, 1);
+                want[i] = dy[i] * ref_act_grad(op, &p, x[i]);
+            }
+            onyx_tensor in[1] = {th_f32(1, &len, x)};
+            run_backward(n, in, dy, (float *[]){dx});
+            char label[64];
+            snprintf(label, sizeof label, "%s/%d backward", op, variant);
+            CHECK(th_close_f32(dx, want, len, 1e-6, 1e-5, label));
+            th_node_free(n);
+
+            float xs[24];
+            for (int i = 0; i < 20; i++)
+                xs[i] = (float)th_urand(&rng_state, -4, 4);
+            xs[20] = -15;
+            xs[21] = -9;
+            xs[22] = 9;
+            xs[23] = 15;
+            int64_t d[2] = {4, 6};
+            set_kinks(o, &p);
+            n = act_node(o, variant, &p);
+            in[0] = th_f32(2, d, xs);
+            grad_check(n, in, 0x1u);
+            th_node_free(n);
+            free(x);
+            free(dy);
+            free(dx);
+            free(want);
+        }
+    }
+    n_kinks = 0;
+}
+
+static void test_prelu_backward(void)
+{
+    /* hand: X = [-2, 3, 0], slope 0.5: dX = [0.5 dy0, dy1, 0.5 dy2], dslope = -2 dy0 */
+    {
+        th_node *n = th_node_new("PRelu", 16, 2, 1);
+        float x[3] = {-2, 3, 0};
+        float s[1] = {0.5f};
+        float dy[3] = {1, 2, 3};
+        float dx[3] = {1, 1, 1};
+        float ds[1] = {1};
+        int64_t d3[1] = {3};
+        int64_t d1[1] = {1};
+        onyx_tensor in[2] = {th_f32(1, d3, x), th_f32(1, d1, s)};
+        run_backward(n, in, dy, (float *[]){dx, ds});
+        CHECK_NEAR(dx[0], 1 + 0.5);
+        CHECK_NEAR(dx[1], 1 + 2);
+        CHECK_NEAR(dx[2], 1 + 1.5);
+        CHECK_NEAR(ds[0], 1 - 2);
+        /* only the slope's gradient */
+        run_backward(n, in, dy, (float *[]){NULL, ds});
+        CHECK_NEAR(ds[0], 1 - 4);
+        th_node_free(n);
+        const onyx_op_def *d = onyx_op_find("", "PRelu", 16);
+        CHECK(d && d->impl->backward && d->impl->grad_inputs == 0x3u);
+    }
+    /* finite differences over slope shapes: scalar, same, per channel [C,1,1], last dim, rank-1
+     * one element, opset 6's channel slope [C] (Caffe2), and opset 7's row [W] */
+    static const struct {
+        int64_t opset;
+        int rs;
+        int64_t ds[4];
+    } cases[] = {
+        {16, 0, {0}}, {16, 4, {2, 3, 4, 5}}, {16, 3, {3, 1, 1}}, {16, 1, {5}},
+        {16, 1, {1}}, {6, 1, {3}},           {7, 1, {5}},        {16, 4, {2, 1, 4, 1}},
+    };
+    int64_t dxs[4] = {2, 3, 4, 5};
+    float x[120];
+    float s[120];
+    for (int i = 0; i < 120; i++) {
+        x[i] = (float)th_urand(&rng_state, -3, 3);
+        s[i] = (float)th_urand(&rng_state, -1, 1);
+    }
+    kinks[0] = 0;
+    n_kinks = 1;
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        th_node *n = th_node_new("PRelu", cases[c].opset, 2, 1);
+        onyx_tensor in[2] = {th_f32(4, dxs, x), th_f32(cases[c].rs, cases[c].ds, s)};
+        grad_check(n, in, 0x3u);
+        th_node_free(n);
+    }
+    n_kinks = 0;
+    /* naive reference: dslope summed over broadcast dims by div/mod */
+    {
+        int64_t dsl[3] = {3, 1, 5};
+        float dy[120];
+        float dx[120] = {0};
+        float ds[15] = {0};
+        double want_x[120];
+        double want_s[15] = {0};
+        for (int i = 0; i < 120; i++)
+            dy[i] = (float)th_urand(&rng_state, -1, 1);
+        onyx_tensor tx = th_f32(4, dxs, x);
+        onyx_tensor ts = th_f32(3, dsl, s);
+        for (int64_t f = 0; f < 120; f++) {
+            int64_t si = th_naive_index(&tx, &ts, f);
+            want_x[f] = x[f] > 0 ? dy[f] : (double)s[si] * dy[f];
+            if (x[f] < 0)
+                want_s[si] += (double)x[f] * dy[f];
+        }
+        th_node *n = th_node_new("PRelu", 16, 2, 1);
+        onyx_tensor in[2] = {tx, ts};
+        run_backward(n, in, dy, (float *[]){dx, ds});
+        CHECK(th_close_f32(dx, want_x, 120, 1e-6, 1e-5, "PRelu dX"));
+        CHECK(th_close_f32(ds, want_s, 15, 1e-5, 1e-5, "PRelu dslope"));
+        th_node_free(n);
+    }
+}
+
+static void test_clip_backward(void)
+{
+    /* hand: [-2, -1, 0, 1, 2] clipped to [-1, 1]: the gradient passes inside, bounds included */
+    {
+        th_node *n = th_node_new("Clip", 13, 3, 1);
+        float x[5] = {-2, -1, 0, 1, 2};
+        float lo[1] = {-1};
+        float hi[1] = {1};
+        float dy[5] = {1, 2, 3, 4, 5};
+        float dx[5] = {1, 1, 1, 1, 1};
+        int64_t d5[1] = {5};
+        onyx_tensor in[3] = {th_f32(1, d5, x), th_f32(0, NULL, lo), th_f32(0, NULL, hi)};
+        run_backward(n, in, dy, (float *[]){dx, NULL, NULL});
+        CHECK(dx[0] == 1 && dx[1] == 3 && dx[2] == 4 && dx[3] == 5 && dx[4] == 1);
+        th_node_free(n);
+        /* min > max: the output is max everywhere, so nothing passes */
+        n = th_node_new("Clip", 13, 3, 1);
+        in[1] = th_f32(0, NULL, hi);
+        in[2] = th_f32(0, NULL, lo);
+        float dz[5] = {0};
+        run_backward(n, in, dy, (float *[]){dz, NULL, NULL});
+        CHECK(dz[0] == 0 && dz[1] == 0 && dz[2] == 0 && dz[3] == 0 && dz[4] == 0);
+        th_node_free(n);
+        const onyx_op_def *d = onyx_op_find("", "Clip", 13);
+        CHECK(d && d->impl->backward && d->impl->grad_inputs == 0x1u);
+    }
+    /* finite differences: opset 6 attributes, opset 13 with both bounds, only min, only max,
+     * none */
+    float x[24];
+    for (int i = 0; i < 24; i++)
+        x[i] = (float)th_urand(&rng_state, -3, 3);
+    int64_t d[2] = {4, 6};
+    float lo[1] = {-1.5f};
+    float hi[1] = {0.75f};
+    kinks[0] = -1.5;
+    kinks[1] = 0.75;
+    n_kinks = 2;
+    {
+        th_node *n = th_node_new("Clip", 6, 1, 1);
+        th_attr_float(n, "min", -1.5f);
+        th_attr_float(n, "max", 0.75f);
+        onyx_tensor in[1] = {th_f32(2, d, x)};
+        grad_check(n, in, 0x1u);
+        th_node_free(n);
+    }
+    for (int mask = 0; mask < 4; mask++) {
+        th_node *n = th_node_new("Clip", 13, 3, 1);
+        onyx_tensor in[3] = {th_f32(2, d, x), th_f32(0, NULL, lo), th_f32(0, NULL, hi)};
+        if (!(mask & 1))
+            in[1] = th_omitted();
+        if (!(mask & 2))
+            in[2] = th_omitted();
+        grad_check(n, in, 0x1u);
+        th_node_free(n);
+    }
+    n_kinks = 0;
+}
+
 int main(void)
 {
     test_act_values();
@@ -877,5 +1259,9 @@ int main(void)
     test_act_attr_errors();
     test_prelu();
     test_clip();
+    test_act_backward();
+    test_prelu_backward();
+    test_clip_backward();
+    printf("%d gradient checks\n", grad_checks);
     return check_report();
 }

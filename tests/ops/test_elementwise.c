@@ -3,6 +3,7 @@
  * (/usr/share/libonnx-testdata/data/node/test_<op>*), or computed here in double with a naive
  * div/mod broadcasting loop that follows the numpy rule directly. */
 #include "check.h"
+#include "grad_check.h"
 #include "op_harness.h"
 #include "ops.h"
 
@@ -1197,6 +1198,423 @@ static void test_unary_errors_and_infer(void)
     }
 }
 
+/* ---- backward ----------------------------------------------------------------------------- */
+
+#define E_CONST         2.71828182845904523536 /* e */
+#define TWO_OVER_SQRTPI 1.12837916709551257390 /* 2/sqrt(pi) */
+
+static int grad_checks; /* finite-difference checks run, for the closing line */
+
+/* Central finite differences on every float32 input in in_mask (tests/grad_check.h). */
+static void grad_check(th_node *n, const onyx_tensor *in, uint32_t in_mask, th_skip_fn skip)
+{
+    int bad = th_grad_check(n, ONYX_MODE_TRAIN, in, in_mask, 0xffffffffu, 1e-2, 1e-3, 1e-2, skip);
+    if (bad != 0)
+        fprintf(stderr, "grad check of %s failed (%d)\n", th_onyx_node(n)->op_type, bad);
+    CHECK(bad == 0);
+    grad_checks++;
+}
+
+/* Runs forward (th_run) and then backward with dY = dy (NULL: no gradient flows) into
+ * din[i].data = dx[i] (NULL: input i needs none), with the scratch memory the op declares. */
+static void run_backward(th_node *t, const onyx_tensor *in, const float *dy, float **dx)
+{
+    onyx_node *n = th_onyx_node(t);
+    onyx_tensor out[1];
+    onyx_error err = {0};
+    CHECK_OK(th_run(t, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+    if (err.code != ONYX_OK)
+        return;
+    size_t sc = n->impl->scratch_size ? n->impl->scratch_size(n, in, out) : 0;
+    void *scratch = sc ? malloc(sc) : NULL;
+    onyx_tensor dout[1] = {out[0]};
+    dout[0].data = (void *)(uintptr_t)dy;
+    onyx_tensor din[8];
+    for (int i = 0; i < n->n_in && i < 8; i++) {
+        din[i] = in[i];
+        din[i].data = dx[i];
+    }
+    onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN, .scratch = scratch};
+    n->impl->backward(n, &ctx, in, out, dout, din);
+    free(scratch);
+}
+
+/* Hand-computed gradients of the binary ops, with broadcasting, and that they accumulate. */
+static void test_binary_backward_values(void)
+{
+    /* Mul: A [2,3] * B [3]; dA = dY B, dB[j] = sum_i dY[i,j] A[i,j] */
+    {
+        th_node *n = th_node_new("Mul", 14, 2, 1);
+        float a[6] = {1, 2, 3, 4, 5, 6};
+        float b[3] = {-1, 0.5f, 2};
+        float dy[6] = {1, 1, 1, 2, 2, 2};
+        float da[6] = {0};
+        float db[3] = {0};
+        int64_t d2[2] = {2, 3};
+        int64_t d1[1] = {3};
+        onyx_tensor in[2] = {th_f32(2, d2, a), th_f32(1, d1, b)};
+        run_backward(n, in, dy, (float *[]){da, db});
+        const float want_da[6] = {-1, 0.5f, 2, -2, 1, 4};
+        for (int i = 0; i < 6; i++)
+            CHECK_NEAR(da[i], want_da[i]);
+        CHECK_NEAR(db[0], 1 + 8);  /* 1*1 + 2*4 */
+        CHECK_NEAR(db[1], 2 + 10); /* 1*2 + 2*5 */
+        CHECK_NEAR(db[2], 3 + 12); /* 1*3 + 2*6 */
+        /* accumulation: a second backward adds the same again */
+        run_backward(n, in, dy, (float *[]){da, db});
+        CHECK_NEAR(da[0], -2);
+        CHECK_NEAR(db[2], 30);
+        /* only dB wanted: dA untouched */
+        float keep[6] = {7, 7, 7, 7, 7, 7};
+        run_backward(n, in, dy, (float *[]){keep, NULL});
+        CHECK_NEAR(keep[0], 7 - 1);
+        run_backward(n, in, dy, (float *[]){NULL, db});
+        CHECK_NEAR(db[0], 27);
+        /* no gradient flows into Y: nothing changes */
+        run_backward(n, in, NULL, (float *[]){da, db});
+        CHECK_NEAR(da[0], -2);
+        CHECK_NEAR(db[0], 27);
+        th_node_free(n);
+    }
+    /* Add and Sub with a scalar B: dB = +-sum dY, pre-filled with 1 */
+    {
+        static const char *const ops[2] = {"Add", "Sub"};
+        for (int o = 0; o < 2; o++) {
+            th_node *n = th_node_new(ops[o], 14, 2, 1);
+            float a[4] = {1, 2, 3, 4};
+            float b[1] = {10};
+            float dy[4] = {0.5f, 1, 1.5f, 2};
+            float da[4] = {1, 1, 1, 1};
+            float db[1] = {1};
+            int64_t d1[1] = {4};
+            onyx_tensor in[2] = {th_f32(1, d1, a), th_f32(0, NULL, b)};
+            run_backward(n, in, dy, (float *[]){da, db});
+            for (int i = 0; i < 4; i++)
+                CHECK_NEAR(da[i], 1 + dy[i]);
+            CHECK_NEAR(db[0], o == 0 ? 1 + 5 : 1 - 5);
+            th_node_free(n);
+        }
+    }
+    /* Div: 6 / 2 = 3; dA = 1/2, dB = -6/4 */
+    {
+        th_node *n = th_node_new("Div", 14, 2, 1);
+        float a[1] = {6};
+        float b[1] = {2};
+        float dy[1] = {1};
+        float da[1] = {1};
+        float db[1] = {1};
+        int64_t d1[1] = {1};
+        onyx_tensor in[2] = {th_f32(1, d1, a), th_f32(1, d1, b)};
+        run_backward(n, in, dy, (float *[]){da, db});
+        CHECK_NEAR(da[0], 1 + 0.5);
+        CHECK_NEAR(db[0], 1 - 1.5);
+        th_node_free(n);
+    }
+    /* Pow: 2^3 = 8: dX = 3 * 2^2 = 12, dY = 8 ln 2; at X = 0: dX = 0 for Y = 0, dY = 0 for
+     * Y >= 0 (PyTorch's conventions); dY = NaN for a negative base, as ln says */
+    {
+        th_node *n = th_node_new("Pow", 15, 2, 1);
+        float x[4] = {2, 0, 0, -2};
+        float y[4] = {3, 2, 0, 2};
+        float dz[4] = {1, 1, 1, 1};
+        float dx[4] = {0};
+        float dyv[4] = {0};
+        int64_t d1[1] = {4};
+        onyx_tensor in[2] = {th_f32(1, d1, x), th_f32(1, d1, y)};
+        run_backward(n, in, dz, (float *[]){dx, dyv});
+        CHECK_NEAR(dx[0], 12);
+        CHECK_NEAR(dyv[0], 8 * log(2.0));
+        CHECK(dx[1] == 0 && dyv[1] == 0);
+        CHECK(dx[2] == 0 && dyv[2] == 0);
+        CHECK_NEAR(dx[3], -4); /* 2 * (-2)^1 */
+        CHECK(isnan(dyv[3]));
+        th_node_free(n);
+    }
+    /* Mul(X, X): both gradients land in one buffer: d(x^2) = 2 x */
+    {
+        th_node *n = th_node_new("Mul", 14, 2, 1);
+        float x[3] = {1, -2, 3};
+        float dy[3] = {1, 1, 2};
+        float dx[3] = {0};
+        int64_t d1[1] = {3};
+        onyx_tensor in[2] = {th_f32(1, d1, x), th_f32(1, d1, x)};
+        run_backward(n, in, dy, (float *[]){dx, dx});
+        CHECK_NEAR(dx[0], 2);
+        CHECK_NEAR(dx[1], -4);
+        CHECK_NEAR(dx[2], 12);
+        th_node_free(n);
+    }
+    /* Pow with an int64 exponent (opset >= 12): dX through the converted exponent in scratch;
+     * the exponent gets no gradient */
+    {
+        th_node *n = th_node_new("Pow", 15, 2, 1);
+        float x[3] = {1.5f, -2, 3};
+        int64_t e[1] = {3};
+        float dy[3] = {1, 1, 1};
+        float dx[3] = {0};
+        int64_t d1[1] = {3};
+        onyx_tensor in[2] = {th_f32(1, d1, x), th_i64(0, NULL, e)};
+        onyx_tensor out[1];
+        onyx_error err = {0};
+        CHECK_OK(th_infer(n, in, out, &err), err.msg);
+        onyx_node *on = th_onyx_node(n);
+        CHECK(on->impl->scratch_size != NULL &&
+              on->impl->scratch_size(on, in, out) == sizeof(float));
+        run_backward(n, in, dy, (float *[]){dx, NULL});
+        CHECK_NEAR(dx[0], 3 * 1.5 * 1.5);
+        CHECK_NEAR(dx[1], 12);
+        CHECK_NEAR(dx[2], 27);
+        grad_check(n, in, 0x1u, NULL);
+        th_node_free(n);
+        /* float exponent: no scratch */
+        n = th_node_new("Pow", 15, 2, 1);
+        float ef[1] = {3};
+        in[1] = th_f32(0, NULL, ef);
+        CHECK_OK(th_infer(n, in, out, &err), err.msg);
+        on = th_onyx_node(n);
+        CHECK(on->impl->scratch_size(on, in, out) == 0);
+        th_node_free(n);
+    }
+    /* which inputs are differentiable */
+    {
+        const onyx_op_def *add = onyx_op_find("", "Add", 14);
+        const onyx_op_def *sum = onyx_op_find("", "Sum", 13);
+        const onyx_op_def *expo = onyx_op_find("", "Exp", 13);
+        CHECK(add && add->impl->backward && add->impl->grad_inputs == 0x3u);
+        CHECK(sum && sum->impl->backward && sum->impl->grad_inputs == ONYX_GRAD_ALL);
+        CHECK(expo && expo->impl->backward && expo->impl->grad_inputs == 0x1u);
+    }
+}
+
+/* Random operands for op: Pow's base in [0.5, 2) and exponent in [-2, 2), Div's divisor at
+ * least 0.5 away from 0, else [-3, 3). */
+static void binary_operands(const char *op, float *a, int64_t na, float *b, int64_t nb)
+{
+    bool is_pow = strcmp(op, "Pow") == 0;
+    bool is_div = strcmp(op, "Div") == 0;
+    for (int64_t i = 0; i < na; i++)
+        a[i] = (float)(is_pow ? th_urand(&rng_state, 0.5, 2) : th_urand(&rng_state, -3, 3));
+    for (int64_t i = 0; i < nb; i++) {
+        double v = is_pow ? th_urand(&rng_state, -2, 2) : th_urand(&rng_state, -3, 3);
+        if (is_div)
+            v = (th_urand(&rng_state, 0, 1) < 0.5 ? -1 : 1) * th_urand(&rng_state, 0.5, 2);
+        b[i] = (float)v;
+    }
+}
+
+/* d(a op b)/da and d(a op b)/db in double, straight from calculus. */
+static void ref_binary_grad(const char *op, double a, double b, double *ga, double *gb)
+{
+    *ga = 1;
+    *gb = 1;
+    if (strcmp(op, "Sub") == 0) {
+        *gb = -1;
+    } else if (strcmp(op, "Mul") == 0) {
+        *ga = b;
+        *gb = a;
+    } else if (strcmp(op, "Div") == 0) {
+        *ga = 1 / b;
+        *gb = -a / (b * b);
+    } else if (strcmp(op, "Pow") == 0) {
+        *ga = b * pow(a, b - 1);
+        *gb = pow(a, b) * log(a);
+    }
+}
+
+/* The backward over every bcase against a naive double loop (div/mod broadcasting, each input's
+ * gradient summed element by element), and against finite differences where small. */
+static void backward_vs_naive_binary(const char *op, int64_t opset)
+{
+    for (size_t c = 0; c < sizeof(bcases) / sizeof(bcases[0]); c++) {
+        const struct bcase *k = &bcases[c];
+        int64_t na = th_numel(k->ra, k->da);
+        int64_t nb = th_numel(k->rb, k->db);
+        int64_t ny = th_numel(k->ry, k->dy);
+        float *a = malloc(sizeof(float) * (size_t)(na + 1));
+        float *b = malloc(sizeof(float) * (size_t)(nb + 1));
+        float *dy = malloc(sizeof(float) * (size_t)(ny + 1));
+        float *da = calloc((size_t)na + 1, sizeof(float));
+        float *db = calloc((size_t)nb + 1, sizeof(float));
+        double *want_a = calloc((size_t)na + 1, sizeof(double));
+        double *want_b = calloc((size_t)nb + 1, sizeof(double));
+        binary_operands(op, a, na, b, nb);
+        for (int64_t i = 0; i < ny; i++)
+            dy[i] = (float)th_urand(&rng_state, -1, 1);
+        onyx_tensor ty = th_f32(k->ry, k->dy, NULL);
+        onyx_tensor ta = th_f32(k->ra, k->da, a);
+        onyx_tensor tb = th_f32(k->rb, k->db, b);
+        for (int64_t i = 0; i < ny; i++) {
+            int64_t ia = th_naive_index(&ty, &ta, i);
+            int64_t ib = th_naive_index(&ty, &tb, i);
+            double ga;
+            double gb;
+            ref_binary_grad(op, a[ia], b[ib], &ga, &gb);
+            want_a[ia] += dy[i] * ga;
+            want_b[ib] += dy[i] * gb;
+        }
+        th_node *n = th_node_new(op, opset, 2, 1);
+        onyx_tensor in[2] = {ta, tb};
+        run_backward(n, in, dy, (float *[]){da, db});
+        char label[64];
+        snprintf(label, sizeof label, "%s backward dA case %zu", op, c);
+        CHECK(th_close_f32(da, want_a, na, 1e-5, 1e-4, label));
+        snprintf(label, sizeof label, "%s backward dB case %zu", op, c);
+        CHECK(th_close_f32(db, want_b, nb, 1e-5, 1e-4, label));
+        if (ny > 0 && ny <= 800)
+            grad_check(n, in, 0x3u, NULL);
+        th_node_free(n);
+        free(a);
+        free(b);
+        free(dy);
+        free(da);
+        free(db);
+        free(want_a);
+        free(want_b);
+    }
+}
+
+/* Opset < 7: B broadcast onto A from `axis` (or as a suffix); dB sums over A's other dims. */
+static void test_binary_backward_legacy(void)
+{
+    static const char *const ops[5] = {"Add", "Sub", "Mul", "Div", "Pow"};
+    for (int o = 0; o < 5; o++) {
+        /* A [2,3,4,5], B [3,4] at axis 1 */
+        float a[120];
+        float b[12];
+        binary_operands(ops[o], a, 120, b, 12);
+        int64_t da[4] = {2, 3, 4, 5};
+        int64_t dbm[2] = {3, 4};
+        th_node *n = th_node_new(ops[o], 6, 2, 1);
+        th_attr_int(n, "broadcast", 1);
+        th_attr_int(n, "axis", 1);
+        onyx_tensor in[2] = {th_f32(4, da, a), th_f32(2, dbm, b)};
+        grad_check(n, in, 0x3u, NULL);
+        th_node_free(n);
+        /* B [5]: suffix */
+        n = th_node_new(ops[o], 6, 2, 1);
+        th_attr_int(n, "broadcast", 1);
+        int64_t d5[1] = {5};
+        in[1] = th_f32(1, d5, b);
+        grad_check(n, in, 0x3u, NULL);
+        th_node_free(n);
+    }
+}
+
+static void test_sum_backward(void)
+{
+    /* [2,1] + [3] + scalar -> [2,3]: each gets dY summed into its shape */
+    {
+        th_node *n = th_node_new("Sum", 13, 3, 1);
+        float a[2] = {1, 2};
+        float b[3] = {3, 4, 5};
+        float c[1] = {6};
+        float dy[6] = {1, 2, 3, 4, 5, 6};
+        float da[2] = {0};
+        float db[3] = {0};
+        float dc[1] = {1};
+        int64_t d21[2] = {2, 1};
+        int64_t d3[1] = {3};
+        onyx_tensor in[3] = {th_f32(2, d21, a), th_f32(1, d3, b), th_f32(0, NULL, c)};
+        run_backward(n, in, dy, (float *[]){da, db, dc});
+        CHECK_NEAR(da[0], 6);
+        CHECK_NEAR(da[1], 15);
+        CHECK_NEAR(db[0], 5);
+        CHECK_NEAR(db[1], 7);
+        CHECK_NEAR(db[2], 9);
+        CHECK_NEAR(dc[0], 1 + 21); /* accumulated onto 1 */
+        grad_check(n, in, 0x7u, NULL);
+        th_node_free(n);
+    }
+    /* one input; opset 6 (no broadcasting); both broadcast ways at once */
+    {
+        float a[12];
+        float b[12];
+        float c[12];
+        binary_operands("Add", a, 12, b, 12);
+        binary_operands("Add", c, 12, c, 0);
+        int64_t d34[2] = {3, 4};
+        th_node *n = th_node_new("Sum", 13, 1, 1);
+        onyx_tensor in[3] = {th_f32(2, d34, a), th_f32(2, d34, b), th_f32(2, d34, c)};
+        grad_check(n, in, 0x1u, NULL);
+        th_node_free(n);
+        n = th_node_new("Sum", 6, 3, 1);
+        grad_check(n, in, 0x7u, NULL);
+        th_node_free(n);
+        int64_t d31[2] = {3, 1};
+        int64_t d14[2] = {1, 4};
+        int64_t d4[1] = {4};
+        n = th_node_new("Sum", 8, 3, 1);
+        in[0] = th_f32(2, d31, a);
+        in[1] = th_f32(2, d14, b);
+        in[2] = th_f32(1, d4, c);
+        grad_check(n, in, 0x7u, NULL);
+        th_node_free(n);
+    }
+}
+
+/* Skips elements near Abs's kink at 0 (finite differences straddle it). */
+static bool skip_near_zero(int input, int64_t k, float x)
+{
+    (void)input;
+    (void)k;
+    return fabsf(x) < 0.05f;
+}
+
+static void test_unary_backward(void)
+{
+    /* hand values: Sqrt(4): 1/4; Neg: -1; Abs(-2): -1, Abs(0): 0; Exp(0): 1; Log(2): 1/2;
+     * Erf(0): 2/sqrt(pi); each with dY = 2 and dX pre-filled with 1 */
+    static const struct {
+        const char *op;
+        float x;
+        double want; /* dX after the backward */
+    } hand[] = {
+        {"Sqrt", 4, 1 + 2 * 0.25},
+        {"Neg", 3, 1 - 2},
+        {"Abs", -2, 1 - 2},
+        {"Abs", 0, 1},
+        {"Abs", 5, 1 + 2},
+        {"Exp", 0, 1 + 2},
+        {"Exp", 1, 1 + 2 * E_CONST},
+        {"Log", 2, 1 + 1},
+        {"Erf", 0, 1 + 2 * TWO_OVER_SQRTPI},
+        {"Erf", 1, 1 + 2 * TWO_OVER_SQRTPI * exp(-1.0)},
+    };
+    for (size_t c = 0; c < sizeof(hand) / sizeof(hand[0]); c++) {
+        th_node *n = th_node_new(hand[c].op, 13, 1, 1);
+        float dy[1] = {2};
+        float dx[1] = {1};
+        int64_t d1[1] = {1};
+        onyx_tensor in[1] = {th_f32(1, d1, &hand[c].x)};
+        run_backward(n, in, dy, (float *[]){dx});
+        CHECK_NEAR(dx[0], hand[c].want);
+        th_node_free(n);
+    }
+    /* finite differences on 3x7 tensors (positive where the op needs it) */
+    static const char *const ops[6] = {"Sqrt", "Neg", "Abs", "Exp", "Log", "Erf"};
+    for (int o = 0; o < 6; o++) {
+        bool positive = strcmp(ops[o], "Sqrt") == 0 || strcmp(ops[o], "Log") == 0;
+        float x[21];
+        for (int i = 0; i < 21; i++)
+            x[i] = (float)(positive ? th_urand(&rng_state, 0.3, 4) : th_urand(&rng_state, -2, 2));
+        int64_t d[2] = {3, 7};
+        th_node *n = th_node_new(ops[o], 13, 1, 1);
+        onyx_tensor in[1] = {th_f32(2, d, x)};
+        grad_check(n, in, 0x1u, strcmp(ops[o], "Abs") == 0 ? skip_near_zero : NULL);
+        th_node_free(n);
+    }
+    /* an empty tensor: nothing to do, nothing touched */
+    {
+        th_node *n = th_node_new("Exp", 13, 1, 1);
+        int64_t d0[2] = {0, 3};
+        float dx[1] = {5};
+        onyx_tensor in[1] = {th_f32(2, d0, NULL)};
+        run_backward(n, in, NULL, (float *[]){dx});
+        CHECK(dx[0] == 5);
+        th_node_free(n);
+    }
+}
+
 int main(void)
 {
     test_binary_values();
@@ -1216,5 +1634,15 @@ int main(void)
     test_unary_fast_vs_naive();
     test_unary_integers();
     test_unary_errors_and_infer();
+    test_binary_backward_values();
+    backward_vs_naive_binary("Add", 14);
+    backward_vs_naive_binary("Sub", 14);
+    backward_vs_naive_binary("Mul", 14);
+    backward_vs_naive_binary("Div", 14);
+    backward_vs_naive_binary("Pow", 15);
+    test_binary_backward_legacy();
+    test_sum_backward();
+    test_unary_backward();
+    printf("%d gradient checks\n", grad_checks);
     return check_report();
 }

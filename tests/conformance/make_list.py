@@ -138,6 +138,15 @@ def scan_case(case_dir, ops):
     return s
 
 
+# Cases whose reference outputs do not follow from their own model.onnx (checked by hand against
+# the case's generator in onnx/backend/test/case/node/).
+DATA_BUGS = {
+    "node/test_adam_multiple":
+        "data bug: adam.py computes the outputs with epsilon=1e-2 but does not pass epsilon to the "
+        "node, so the model uses the spec default 1e-6",
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="/usr/share/libonnx-testdata/data")
@@ -160,6 +169,8 @@ def main():
             s = scan_case(cdir, ops)
             if s.unsupported:
                 n_unsupported += 1
+            elif rel in DATA_BUGS:
+                excluded.append((rel, DATA_BUGS[rel]))
             elif s.type_problems:
                 excluded.append((rel, "; ".join(sorted(s.type_problems))))
             else:
@@ -182,8 +193,8 @@ def main():
             f.write(rel + "\n")
     with open(os.path.join(args.out, "excluded.txt"), "w") as f:
         f.write("# ONNX backend test cases whose ops onyx implements but which use string,\n")
-        f.write("# float16 or bfloat16 tensors, or sequence/optional/map/sparse types; each line\n")
-        f.write("# gives the reason after '#'.\n")
+        f.write("# float16 or bfloat16 tensors, or sequence/optional/map/sparse types, or whose\n")
+        f.write("# reference data is wrong; each line gives the reason after '#'.\n")
         f.write(header)
         f.write("root: %s\n" % args.data)
         for rel, why in excluded:

@@ -1,6 +1,6 @@
 # deps.sh — sourced by tools/demo.sh and tools/test.sh: installs the Debian 12 packages onyx
 # needs, with apt-get, and only those that are missing.
-onyx_packages="cmake make gcc pkg-config libprotobuf-c-dev protobuf-c-compiler libonnx-testdata"
+onyx_packages="cmake make gcc pkg-config libprotobuf-c-dev protobuf-c-compiler libzip-dev libonnx-testdata"
 
 onyx_install_deps() {
     local missing=()

@@ -22,127 +22,7 @@
 onyx_status onyx_graph_prepare(onyx_model *m, onyx_error *err); /* graph.c */
 void onyx_graph_free(onyx_model *m);                             /* graph.c */
 
-/* ---- 1. wire-format pre-scan ---------------------------------------------------------------- */
-
-/* The message kinds that can contain each other, with the fields that do so. Everything else is
- * only checked for well-formed wire format. */
-typedef enum wire_kind {
-    W_LEAF,
-    W_MODEL,
-    W_GRAPH,
-    W_NODE,
-    W_ATTR,
-    W_FUNCTION,
-    W_VALUEINFO,
-    W_TYPE,
-    W_TYPE_ELEM,  /* TypeProto.Sequence / Optional: field 1 is a TypeProto */
-    W_TYPE_MAP,   /* TypeProto.Map: field 2 is a TypeProto */
-    W_TRAINING,   /* TrainingInfoProto: fields 1, 2 are graphs */
-} wire_kind;
-
-static wire_kind wire_child(wire_kind k, uint64_t field)
-{
-    switch (k) {
-    case W_MODEL:
-        return field == 7 ? W_GRAPH : field == 25 ? W_FUNCTION : field == 20 ? W_TRAINING : W_LEAF;
-    case W_GRAPH: return field == 1 ? W_NODE : (field >= 11 && field <= 13) ? W_VALUEINFO : W_LEAF;
-    case W_NODE: return field == 5 ? W_ATTR : W_LEAF;
-    case W_ATTR:
-        return (field == 6 || field == 11) ? W_GRAPH : (field == 14 || field == 15) ? W_TYPE : W_LEAF;
-    case W_FUNCTION:
-        return field == 7 ? W_NODE : field == 11 ? W_ATTR : field == 12 ? W_VALUEINFO : W_LEAF;
-    case W_VALUEINFO: return field == 2 ? W_TYPE : W_LEAF;
-    case W_TYPE:
-        return (field == 4 || field == 9) ? W_TYPE_ELEM : field == 5 ? W_TYPE_MAP : W_LEAF;
-    case W_TYPE_ELEM: return field == 1 ? W_TYPE : W_LEAF;
-    case W_TYPE_MAP: return field == 2 ? W_TYPE : W_LEAF;
-    case W_TRAINING: return (field == 1 || field == 2) ? W_GRAPH : W_LEAF;
-    case W_LEAF: break;
-    }
-    return W_LEAF;
-}
-
-static bool read_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (*pos >= len)
-            return false;
-        uint8_t b = p[(*pos)++];
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) {
-            *out = v;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Message levels allowed: a graph nested in a node attribute costs three (GRAPH, NODE, ATTR). */
-#define WIRE_MAX_DEPTH (3 * ONYX_MAX_NESTING + 8)
-
-typedef struct wire_fail {
-    size_t offset;
-    const char *why;
-} wire_fail;
-
-static bool wire_scan(const uint8_t *p, size_t len, size_t base, wire_kind kind, int depth,
-                      wire_fail *f)
-{
-    if (depth > WIRE_MAX_DEPTH) {
-        f->offset = base;
-        f->why = "messages nested too deeply (graphs or types inside each other)";
-        return false;
-    }
-    size_t pos = 0;
-    while (pos < len) {
-        size_t start = pos;
-        uint64_t key;
-        if (!read_varint(p, len, &pos, &key) || (key >> 3) == 0) {
-            f->offset = base + start;
-            f->why = "malformed field key";
-            return false;
-        }
-        uint64_t v;
-        switch (key & 7) {
-        case 0:
-            if (!read_varint(p, len, &pos, &v)) {
-                f->offset = base + start;
-                f->why = "truncated varint";
-                return false;
-            }
-            break;
-        case 1:
-        case 5: {
-            size_t w = (key & 7) == 1 ? 8 : 4;
-            if (len - pos < w) {
-                f->offset = base + start;
-                f->why = "truncated fixed-size field";
-                return false;
-            }
-            pos += w;
-            break;
-        }
-        case 2: {
-            if (!read_varint(p, len, &pos, &v) || v > len - pos) {
-                f->offset = base + start;
-                f->why = "length-delimited field runs past the end";
-                return false;
-            }
-            wire_kind child = kind == W_LEAF ? W_LEAF : wire_child(kind, key >> 3);
-            if (child != W_LEAF && !wire_scan(p + pos, (size_t)v, base + pos, child, depth + 1, f))
-                return false;
-            pos += (size_t)v;
-            break;
-        }
-        default:
-            f->offset = base + start;
-            f->why = "unsupported wire type (groups or garbage)";
-            return false;
-        }
-    }
-    return true;
-}
+/* ---- 1. wire-format pre-scan: onyx_pb_wire_check (model_write.c, shared with the writer) ---- */
 
 /* ---- 2. tensors ----------------------------------------------------------------------------- */
 
@@ -156,66 +36,6 @@ static bool is_little_endian(void)
 {
     const uint16_t one = 1;
     return *(const uint8_t *)&one == 1;
-}
-
-/* Reads `length` bytes at `offset` of an external data file into dst; the file must stay inside
- * base_dir. */
-static onyx_status read_external(const loader *ld, const char *tname, const char *location,
-                                 int64_t offset, int64_t length, void *dst, size_t nbytes)
-{
-    onyx_error *err = ld->err;
-    if (ld->base_dir == NULL)
-        return onyx_err(err, ONYX_ERR_INVALID_ARG,
-                        "%s: tensor \"%s\" has external data but the model was loaded from memory "
-                        "without a base folder",
-                        ld->name, tname);
-    if (location == NULL || location[0] == '\0')
-        return onyx_err(err, ONYX_ERR_INVALID_MODEL,
-                        "%s: tensor \"%s\" has external data without a location", ld->name, tname);
-    if (location[0] == '/' || strstr(location, "..") != NULL)
-        return onyx_err(err, ONYX_ERR_INVALID_MODEL,
-                        "%s: tensor \"%s\": external data path \"%s\" leaves the model's folder",
-                        ld->name, tname, location);
-    if (length >= 0 && (size_t)length != nbytes)
-        return onyx_err(err, ONYX_ERR_INVALID_MODEL,
-                        "%s: tensor \"%s\": external data length %lld, expected %zu bytes",
-                        ld->name, tname, (long long)length, nbytes);
-    char path[PATH_MAX];
-    if (snprintf(path, sizeof path, "%s/%s", ld->base_dir, location) >= (int)sizeof path)
-        return onyx_err(err, ONYX_ERR_INVALID_MODEL, "%s: tensor \"%s\": external path too long",
-                        ld->name, tname);
-    /* Resolve symlinks: the real file must still be inside the real model folder. */
-    char real_dir[PATH_MAX];
-    char real_file[PATH_MAX];
-    if (realpath(ld->base_dir, real_dir) == NULL || realpath(path, real_file) == NULL)
-        return onyx_err(err, ONYX_ERR_IO, "%s: tensor \"%s\": cannot open external data %s: %s",
-                        ld->name, tname, path, strerror(errno));
-    size_t dl = strlen(real_dir);
-    if (strncmp(real_file, real_dir, dl) != 0 || (real_file[dl] != '/' && dl != 1))
-        return onyx_err(err, ONYX_ERR_INVALID_MODEL,
-                        "%s: tensor \"%s\": external data path \"%s\" leaves the model's folder",
-                        ld->name, tname, location);
-    FILE *fp = fopen(real_file, "rb");
-    if (fp == NULL)
-        return onyx_err(err, ONYX_ERR_IO, "%s: tensor \"%s\": cannot open external data %s: %s",
-                        ld->name, tname, path, strerror(errno));
-    struct stat sb;
-    onyx_status st = ONYX_OK;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = onyx_err(err, ONYX_ERR_IO, "%s: tensor \"%s\": external data %s is not a file",
-                      ld->name, tname, path);
-    } else if (offset < 0 || (uint64_t)offset > (uint64_t)sb.st_size ||
-               nbytes > (uint64_t)sb.st_size - (uint64_t)offset) {
-        st = onyx_err(err, ONYX_ERR_INVALID_MODEL,
-                      "%s: tensor \"%s\": external data %s has %lld bytes, expected %zu at offset "
-                      "%lld",
-                      ld->name, tname, path, (long long)sb.st_size, nbytes, (long long)offset);
-    } else if (fseeko(fp, (off_t)offset, SEEK_SET) != 0 || fread(dst, 1, nbytes, fp) != nbytes) {
-        st = onyx_err(err, ONYX_ERR_IO, "%s: tensor \"%s\": cannot read external data %s",
-                      ld->name, tname, path);
-    }
-    fclose(fp);
-    return st;
 }
 
 /* Checks dtype and dims of a TensorProto and fills t's dtype/rank/dims; *nbytes is its size. */
@@ -257,29 +77,6 @@ static onyx_status tensor_header(const loader *ld, const Onnx__TensorProto *tp, 
     return ONYX_OK;
 }
 
-static const char *entry(const Onnx__TensorProto *tp, const char *key)
-{
-    for (size_t i = 0; i < tp->n_external_data; i++) {
-        const Onnx__StringStringEntryProto *e = tp->external_data[i];
-        if (e->key && strcmp(e->key, key) == 0)
-            return e->value ? e->value : "";
-    }
-    return NULL;
-}
-
-static bool parse_i64(const char *s, int64_t *out)
-{
-    if (s == NULL || *s == '\0')
-        return false;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end != '\0')
-        return false;
-    *out = v;
-    return true;
-}
-
 /* Copies the data of tp (header already checked, nbytes its size) into dst. */
 static onyx_status tensor_data(const loader *ld, const Onnx__TensorProto *tp, const onyx_tensor *t,
                                void *dst, size_t nbytes)
@@ -289,17 +86,8 @@ static onyx_status tensor_data(const loader *ld, const Onnx__TensorProto *tp, co
     size_t count = 0;
     const char *field = NULL;
 
-    if (tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) {
-        int64_t offset = 0;
-        int64_t length = -1;
-        const char *so = entry(tp, "offset");
-        const char *sl = entry(tp, "length");
-        if ((so && !parse_i64(so, &offset)) || (sl && !parse_i64(sl, &length)))
-            return onyx_err(ld->err, ONYX_ERR_INVALID_MODEL,
-                            "%s: tensor \"%s\": external data offset/length is not a number",
-                            ld->name, tname);
-        return read_external(ld, tname, entry(tp, "location"), offset, length, dst, nbytes);
-    }
+    if (tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
+        return onyx_tensor_proto_read_external(ld->name, ld->base_dir, tp, dst, nbytes, ld->err);
     if (tp->has_raw_data) {
         if (tp->raw_data.len != nbytes)
             return onyx_err(ld->err, ONYX_ERR_INVALID_MODEL,
@@ -391,12 +179,13 @@ onyx_status onyx_tensor_decode_pb(const void *buf, size_t len, const char *what,
     if (name)
         *name = NULL;
     memset(t, 0, sizeof(*t));
-    wire_fail f = {0, NULL};
+    size_t offset;
+    const char *why;
     if (len > ONYX_MAX_FILE_SIZE)
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "%s: larger than 2 GiB", what);
-    if (!wire_scan(buf, len, 0, W_LEAF, 0, &f))
+    if (!onyx_pb_wire_check(buf, len, false, &offset, &why))
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "%s: not a TensorProto: %s at byte %zu", what,
-                        f.why, f.offset);
+                        why, offset);
     Onnx__TensorProto *tp = onnx__tensor_proto__unpack(NULL, len, buf);
     if (tp == NULL)
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "%s: not a valid TensorProto", what);
@@ -1229,11 +1018,12 @@ onyx_status onyx_model_load_buffer(const void *data, size_t size, const char *ba
                         name, size);
     if (size == 0)
         return onyx_err(err, ONYX_ERR_INVALID_MODEL, "%s: empty file, not an ONNX model", name);
-    wire_fail f = {0, NULL};
-    if (!wire_scan(data, size, 0, W_MODEL, 0, &f))
+    size_t offset;
+    const char *why;
+    if (!onyx_pb_wire_check(data, size, true, &offset, &why))
         return onyx_err(err, ONYX_ERR_INVALID_MODEL,
-                        "%s: not a valid ONNX model (corrupt protobuf: %s at byte %zu)", name,
-                        f.why, f.offset);
+                        "%s: not a valid ONNX model (corrupt protobuf: %s at byte %zu)", name, why,
+                        offset);
     Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, size, data);
     if (mp == NULL)
         return onyx_err(err, ONYX_ERR_INVALID_MODEL,
@@ -1272,6 +1062,17 @@ fail:
     return st;
 }
 
+void onyx_path_dir(const char *path, char *dir, size_t size)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        snprintf(dir, size, ".");
+    else if (slash == path)
+        snprintf(dir, size, "/");
+    else
+        snprintf(dir, size, "%.*s", (int)(slash - path), path);
+}
+
 onyx_status onyx_model_load(const char *path, onyx_model **out, onyx_error *err)
 {
     if (out == NULL || path == NULL)
@@ -1306,13 +1107,7 @@ onyx_status onyx_model_load(const char *path, onyx_model **out, onyx_error *err)
     fclose(fp);
     /* External data is relative to the model's folder. */
     char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    if (slash == NULL)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == path)
-        snprintf(dir, sizeof dir, "/");
-    else
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    onyx_path_dir(path, dir, sizeof dir);
     onyx_status st = onyx_model_load_buffer(buf, size, dir, path, out, err);
     free(buf);
     return st;

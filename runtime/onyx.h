@@ -257,9 +257,9 @@ ONYX_API ONYX_NODISCARD onyx_status onyx_tensor_read_file(const char *path, onyx
                                                           char **name, onyx_error *err);
 /*
  * Reads a CSV file of numbers as a float32 tensor [rows, columns]: comma-separated, one row a
- * line, blank lines skipped, an optional header line (a first line with a field that is not a
+ * line, blank lines skipped, an optional header line (a first line none of whose fields is a
  * number). A field that is not a finite number, or a row with a different number of fields, is
- * an error naming the file, line and field. Ownership as for onyx_tensor_read_file.
+ * an error naming the file, line and column. Ownership as for onyx_tensor_read_file.
  */
 ONYX_API ONYX_NODISCARD onyx_status onyx_tensor_read_csv(const char *path, onyx_tensor *t,
                                                          onyx_error *err);
@@ -349,6 +349,10 @@ typedef struct onyx_train_options {
     const char *const *freeze; /* glob patterns (fnmatch) of initializer names not to train */
     size_t n_freeze;
     uint64_t seed; /* Dropout masks */
+    /* > 0: insert Dropout with this ratio after each hidden activation that feeds a Gemm or
+     * MatMul (for models exported without their Dropout); the nodes stay in the export, where
+     * they are off in inference. */
+    float add_dropout;
 } onyx_train_options;
 
 ONYX_API void onyx_train_options_init(onyx_train_options *opt);

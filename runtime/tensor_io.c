@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +25,7 @@ static const char NPY_MAGIC[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
 
 /* Reads the regular file at path into a new malloc'd buffer (at least 1 byte allocated).
  * Refuses files above ONYX_MAX_FILE_SIZE before allocating anything. */
-static onyx_status read_whole_file(const char *path, unsigned char **out, size_t *size,
-                                   onyx_error *err)
+onyx_status onyx_read_file(const char *path, unsigned char **out, size_t *size, onyx_error *err)
 {
     *out = NULL;
     *size = 0;
@@ -398,8 +398,8 @@ static const char *trim_field(const char *p, const char *end, const char **fend)
     return p;
 }
 
-/* Parses [p, e) as a finite number. */
-static bool csv_number(const char *p, const char *e, float *out)
+/* Parses [p, e) as a number; *finite tells whether it is a finite float32. */
+static bool csv_number(const char *p, const char *e, float *out, bool *finite)
 {
     char tmp[64];
     size_t n = (size_t)(e - p);
@@ -410,15 +410,16 @@ static bool csv_number(const char *p, const char *e, float *out)
     char *endp;
     errno = 0;
     double v = strtod(tmp, &endp);
-    if (*endp != '\0' || errno == ERANGE || !(v == v) || v > 3.4028234663852886e38 ||
-        v < -3.4028234663852886e38)
+    if (*endp != '\0')
         return false;
+    *finite = errno != ERANGE && v == v && v <= 3.4028234663852886e38 &&
+              v >= -3.4028234663852886e38;
     *out = (float)v;
     return true;
 }
 
 /* One pass over the text: counts (rows, cols) or, with data != NULL, fills data. The first line
- * is a header when one of its fields is not a number. */
+ * is a header when none of its fields is a number. */
 static onyx_status csv_pass(const char *path, const char *text, size_t size, int64_t *rows,
                             int64_t *cols, float *data, onyx_error *err)
 {
@@ -438,9 +439,9 @@ static onyx_status csv_pass(const char *path, const char *text, size_t size, int
             p = eol + 1;
             continue;
         }
-        /* count fields and check they are numbers */
         int64_t nf = 0;
-        bool numeric = true;
+        int64_t n_numbers = 0;
+        int64_t bad_col = -1;
         const char *bad = NULL;
         const char *bad_end = NULL;
         for (const char *q = p;;) {
@@ -448,28 +449,28 @@ static onyx_status csv_pass(const char *path, const char *text, size_t size, int
             const char *fend_raw = comma ? comma : eol;
             const char *f_end;
             const char *f = trim_field(q, fend_raw, &f_end);
-            float v;
-            if (!csv_number(f, f_end, &v)) {
-                if (numeric)
-                    bad = f, bad_end = f_end;
-                numeric = false;
-            } else if (data != NULL && nf < *cols) {
+            float v = 0.0f;
+            bool finite = false;
+            bool number = csv_number(f, f_end, &v, &finite);
+            n_numbers += number;
+            if ((!number || !finite) && bad == NULL)
+                bad = f, bad_end = f_end, bad_col = nf;
+            else if (data != NULL && nf < *cols)
                 data[row * *cols + nf] = v; /* the counting pass checked every row */
-            }
             nf++;
             if (comma == NULL)
                 break;
             q = comma + 1;
         }
-        if (!numeric) {
-            if (row == 0 && ncols < 0 && line_no == 1) { /* a header line */
+        if (bad != NULL) {
+            if (line_no == 1 && n_numbers == 0) { /* a header line */
                 p = eol + 1;
                 continue;
             }
             int len = (int)(bad_end - bad);
             return onyx_err(err, ONYX_ERR_INVALID_ARG,
-                            "%s:%zu: field \"%.*s\" is not a finite number", path, line_no,
-                            len > 40 ? 40 : len, bad);
+                            "%s:%zu: column %lld: field \"%.*s\" is not a finite number", path,
+                            line_no, (long long)bad_col + 1, len > 40 ? 40 : len, bad);
         }
         if (ncols < 0)
             ncols = nf;
@@ -494,7 +495,7 @@ onyx_status onyx_tensor_read_csv(const char *path, onyx_tensor *t, onyx_error *e
     memset(t, 0, sizeof(*t));
     unsigned char *buf;
     size_t size;
-    onyx_status st = read_whole_file(path, &buf, &size, err);
+    onyx_status st = onyx_read_file(path, &buf, &size, err);
     if (st != ONYX_OK)
         return st;
     int64_t rows = 0;
@@ -540,7 +541,7 @@ onyx_status onyx_tensor_read_file(const char *path, onyx_tensor *t, char **name,
 
     unsigned char *buf;
     size_t size;
-    onyx_status st = read_whole_file(path, &buf, &size, err);
+    onyx_status st = onyx_read_file(path, &buf, &size, err);
     if (st != ONYX_OK)
         return st;
     if (size >= sizeof(NPY_MAGIC) && memcmp(buf, NPY_MAGIC, sizeof(NPY_MAGIC)) == 0) {
@@ -575,6 +576,23 @@ void onyx_tensor_free(onyx_tensor *t)
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */
+
+/* fsyncs the folder so that a rename into it survives a power loss. */
+onyx_status onyx_fsync_dir(const char *dir, const char *path, onyx_error *err)
+{
+    int fd = open(dir, O_RDONLY);
+    if (fd < 0)
+        return onyx_err(err, ONYX_ERR_IO, "%s: cannot open its folder %s to sync it: %s", path, dir,
+                        strerror(errno));
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    /* EINVAL: this file system cannot sync folders (it persists renames by itself or never) */
+    if (rc != 0 && e != EINVAL)
+        return onyx_err(err, ONYX_ERR_IO, "%s: cannot sync its folder %s: %s", path, dir,
+                        strerror(e));
+    return ONYX_OK;
+}
 
 onyx_status onyx_write_file_atomic(const char *path, bool (*write)(FILE *f, void *ctx), void *ctx,
                                    onyx_error *err)
@@ -627,7 +645,9 @@ onyx_status onyx_write_file_atomic(const char *path, bool (*write)(FILE *f, void
                         e ? strerror(e) : "write error");
     }
     free(tmp);
-    return ONYX_OK;
+    char dir[PATH_MAX];
+    onyx_path_dir(path, dir, sizeof dir);
+    return onyx_fsync_dir(dir, path, err);
 }
 
 /* The numpy type string of a dtype, or NULL when numpy has none (bfloat16, string). */

@@ -465,11 +465,13 @@ static void test_csv(void)
         const char *text;
         const char *msg;
     } bad[] = {
-        {"1,2\n3,x\n", "a.csv:2: field \"x\" is not a finite number"},
+        {"1,2\n3,x\n", "a.csv:2: column 2: field \"x\" is not a finite number"},
         {"1,2\n3\n", "a.csv:2: 1 fields, expected 2"},
-        {"1,2\n3,nan\n", "a.csv:2: field \"nan\" is not a finite number"},
-        {"1,2\n3,1e99\n", "a.csv:2: field \"1e99\" is not a finite number"},
-        {"1,2\n3,,4\n", "a.csv:2: field \"\" is not a finite number"},
+        {"1,2\n3,nan\n", "a.csv:2: column 2: field \"nan\" is not a finite number"},
+        {"1,2\n3,1e99\n", "a.csv:2: column 2: field \"1e99\" is not a finite number"},
+        {"1,2\n3,,4\n", "a.csv:2: column 2: field \"\" is not a finite number"},
+        {"nan,1\n2,3\n", "a.csv:1: column 1: field \"nan\" is not a finite number"},
+        {"x,y\n2,inf\n", "a.csv:2: column 2: field \"inf\" is not a finite number"},
         {"a,b\n", "a.csv: no rows of numbers"},
         {"", "a.csv: no rows of numbers"},
     };

@@ -1,0 +1,248 @@
+/*
+ * autodiff.c — reverse-mode gradients over a session's graph.
+ *
+ * A plan is made once per trainer: which values need a gradient (those on a differentiable path
+ * from a trainable parameter to the root, the value the loss is attached to) and which nodes
+ * run backward. Each step, after the session's forward (which keeps every activation and each
+ * node's saved memory), onyx_grad_backward walks those nodes in reverse topological order and
+ * calls impl->backward, which accumulates into the inputs' gradient buffers. Parameters' gradient
+ * buffers are the trainer's flat gradient buffer; the others are grow-only session-side buffers.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct onyx_grad_plan {
+    onyx_session *s;
+    int root;
+    bool *need;      /* per value: has a gradient buffer */
+    float **grad;    /* per value: its gradient (param: into the trainer's flat buffer) */
+    size_t *cap;     /* per value: capacity of an own buffer (0 for params) */
+    bool *own;       /* per value: grad[v] is owned here */
+    int *nodes;      /* backward nodes, in reverse topological order */
+    int n_nodes;
+    onyx_tensor *dout;
+    onyx_tensor *din;
+};
+
+static bool is_float_value(const onyx_model *m, int v)
+{
+    return v >= 0 && m->values[v].info.dtype == ONYX_DTYPE_F32;
+}
+
+static bool diff_input(const onyx_node *n, int j)
+{
+    return j < 32 && (n->impl->grad_inputs >> j & 1u) && n->in[j] >= 0;
+}
+
+onyx_status onyx_grad_reach(const onyx_model *m, int root, bool *to_root)
+{
+    /* to_root[v]: v reaches the root through differentiable inputs of float32 values */
+    memset(to_root, 0, sizeof(bool) * (size_t)m->n_values);
+    to_root[root] = true;
+    for (int i = m->n_nodes - 1; i >= 0; i--) {
+        const onyx_node *n = &m->nodes[i];
+        bool any = false;
+        for (int j = 0; j < n->n_out; j++)
+            any = any || (n->out[j] >= 0 && to_root[n->out[j]]);
+        if (!any)
+            continue;
+        for (int j = 0; j < n->n_in; j++)
+            if (diff_input(n, j) && is_float_value(m, n->in[j]))
+                to_root[n->in[j]] = true;
+    }
+    return ONYX_OK;
+}
+
+onyx_status onyx_grad_plan_create(onyx_session *s, int root, const bool *is_param,
+                                  onyx_grad_plan **out, onyx_error *err)
+{
+    const onyx_model *m = s->m;
+    *out = NULL;
+    onyx_grad_plan *p = calloc(1, sizeof(*p));
+    size_t nv = (size_t)m->n_values + 1;
+    bool *from = onyx_calloc(nv, sizeof(bool));
+    bool *to = onyx_calloc(nv, sizeof(bool));
+    onyx_status st = ONYX_OK;
+    if (p == NULL || from == NULL || to == NULL) {
+        st = onyx_err(err, ONYX_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    p->s = s;
+    p->root = root;
+    p->need = onyx_calloc(nv, sizeof(bool));
+    p->grad = onyx_calloc(nv, sizeof(float *));
+    p->cap = onyx_calloc(nv, sizeof(size_t));
+    p->own = onyx_calloc(nv, sizeof(bool));
+    p->nodes = onyx_calloc((size_t)m->n_nodes + 1, sizeof(int));
+    p->dout = onyx_calloc((size_t)m->max_out + 1, sizeof(onyx_tensor));
+    p->din = onyx_calloc((size_t)m->max_in + 1, sizeof(onyx_tensor));
+    if (!p->need || !p->grad || !p->cap || !p->own || !p->nodes || !p->dout || !p->din) {
+        st = onyx_err(err, ONYX_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    /* from[v]: v depends on a parameter through differentiable float32 inputs */
+    for (int v = 0; v < m->n_values; v++)
+        from[v] = is_param[v];
+    for (int i = 0; i < m->n_nodes; i++) {
+        const onyx_node *n = &m->nodes[i];
+        bool any = false;
+        for (int j = 0; j < n->n_in; j++)
+            any = any || (diff_input(n, j) && from[n->in[j]]);
+        for (int j = 0; j < n->n_out; j++)
+            if (n->out[j] >= 0 && is_float_value(m, n->out[j]))
+                from[n->out[j]] = from[n->out[j]] || any;
+    }
+    onyx_grad_reach(m, root, to);
+    for (int v = 0; v < m->n_values; v++)
+        p->need[v] = from[v] && to[v];
+    if (!p->need[root]) {
+        st = onyx_err(err, ONYX_ERR_INVALID_ARG,
+                      "%s: no trainable parameter reaches \"%s\" through differentiable ops",
+                      m->name, m->values[root].name);
+        goto done;
+    }
+    for (int i = m->n_nodes - 1; i >= 0; i--) {
+        const onyx_node *n = &m->nodes[i];
+        bool out_needs = false;
+        for (int j = 0; j < n->n_out; j++)
+            out_needs = out_needs || (n->out[j] >= 0 && p->need[n->out[j]]);
+        bool in_needs = false;
+        for (int j = 0; j < n->n_in; j++)
+            in_needs = in_needs || (diff_input(n, j) && p->need[n->in[j]]);
+        if (!out_needs || !in_needs)
+            continue;
+        if (n->impl->backward == NULL) {
+            st = onyx_err(err, ONYX_ERR_UNSUPPORTED,
+                          "%s: node \"%s\" (%s) has no gradient, and trainable parameters reach "
+                          "the loss through it (freeze them, or drop the node)",
+                          m->name, n->name, n->op_type);
+            goto done;
+        }
+        p->nodes[p->n_nodes++] = i;
+    }
+done:
+    free(from);
+    free(to);
+    if (st != ONYX_OK) {
+        onyx_grad_plan_destroy(p);
+        return st;
+    }
+    *out = p;
+    return ONYX_OK;
+}
+
+void onyx_grad_plan_destroy(onyx_grad_plan *p)
+{
+    if (p == NULL)
+        return;
+    if (p->own && p->grad)
+        for (int v = 0; v < p->s->m->n_values; v++)
+            if (p->own[v])
+                free(p->grad[v]);
+    free(p->need);
+    free(p->grad);
+    free(p->cap);
+    free(p->own);
+    free(p->nodes);
+    free(p->dout);
+    free(p->din);
+    free(p);
+}
+
+bool onyx_grad_needed(const onyx_grad_plan *p, int v)
+{
+    return p->need[v];
+}
+
+void onyx_grad_set_param_buffer(onyx_grad_plan *p, int v, float *grad)
+{
+    p->grad[v] = grad;
+    p->own[v] = false;
+}
+
+/* Sizes every non-parameter gradient buffer for this step's shapes and zeroes it. */
+static onyx_status prepare(onyx_grad_plan *p)
+{
+    onyx_session *s = p->s;
+    const onyx_model *m = s->m;
+    for (int v = 0; v < m->n_values; v++) {
+        if (!p->need[v] || (p->grad[v] != NULL && !p->own[v]))
+            continue;
+        size_t nb = onyx_nbytes(&s->vals[v]);
+        if (nb > p->cap[v] || p->grad[v] == NULL) {
+            size_t want = (nb + 63) & ~(size_t)63;
+            float *g = aligned_alloc(64, want ? want : 64);
+            if (g == NULL)
+                return onyx_session_fail(s, ONYX_ERR_NOMEM, "out of memory for the gradient of "
+                                         "\"%s\"", m->values[v].name);
+            free(p->grad[v]);
+            p->grad[v] = g;
+            p->cap[v] = want;
+            p->own[v] = true;
+        }
+        memset(p->grad[v], 0, nb);
+    }
+    return ONYX_OK;
+}
+
+onyx_status onyx_grad_backward(onyx_grad_plan *p, const float *droot)
+{
+    onyx_session *s = p->s;
+    const onyx_model *m = s->m;
+    onyx_status st = prepare(p);
+    if (st != ONYX_OK)
+        return st;
+    int64_t nr = onyx_numel(&s->vals[p->root]);
+    float *gr = p->grad[p->root];
+    for (int64_t k = 0; k < nr; k++)
+        gr[k] += droot[k];
+    for (int k = 0; k < p->n_nodes; k++) {
+        int i = p->nodes[k];
+        const onyx_node *n = &m->nodes[i];
+        for (int j = 0; j < n->n_in; j++) {
+            if (n->in[j] >= 0) {
+                s->in[j] = s->vals[n->in[j]];
+            } else {
+                memset(&s->in[j], 0, sizeof s->in[j]);
+                s->in[j].rank = -1;
+            }
+            p->din[j] = s->in[j];
+            p->din[j].data = diff_input(n, j) && p->need[n->in[j]] ? p->grad[n->in[j]] : NULL;
+        }
+        for (int j = 0; j < n->n_out; j++) {
+            if (n->out[j] >= 0) {
+                s->out[j] = s->vals[n->out[j]];
+            } else {
+                memset(&s->out[j], 0, sizeof s->out[j]);
+                s->out[j].rank = -1;
+            }
+            p->dout[j] = s->out[j];
+            p->dout[j].data = n->out[j] >= 0 && p->need[n->out[j]] ? p->grad[n->out[j]] : NULL;
+        }
+        onyx_kctx ctx = {.mode = s->mode, .rng = &s->rng, .saved = s->saved[i]};
+        if (n->impl->scratch_size) {
+            size_t need = n->impl->scratch_size(n, s->in, s->out);
+            if (need > s->scratch_cap) {
+                size_t want = (need + 63) & ~(size_t)63;
+                void *q = aligned_alloc(64, want);
+                if (q == NULL)
+                    return onyx_session_fail(s, ONYX_ERR_NOMEM, "out of memory for scratch");
+                free(s->scratch);
+                s->scratch = q;
+                s->scratch_cap = want;
+            }
+            ctx.scratch = need ? s->scratch : NULL;
+        }
+        n->impl->backward(n, &ctx, s->in, s->out, p->dout, p->din);
+    }
+    return ONYX_OK;
+}
+
+const float *onyx_grad_of(const onyx_grad_plan *p, int v)
+{
+    return p->need[v] ? p->grad[v] : NULL;
+}

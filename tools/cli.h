@@ -29,6 +29,8 @@ int cmd_info(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_test(int argc, char **argv);
 int cmd_init(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 /* Prints "onyx <cmd>: <message>\n" to stderr and returns CLI_FAIL. */
 int cli_fail(const char *cmd, const char *fmt, ...) CLI_PRINTF(2, 3);

@@ -1,17 +1,21 @@
 /* cmd_info.c — `onyx info MODEL [--json]`: what a model imports, takes, gives and contains. */
 #include "cli.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const char HELP[] =
-    "usage: onyx info MODEL [--json]\n"
+    "usage: onyx info MODEL|CKPT.zip [--json]\n"
     "\n"
     "Loads MODEL (an .onnx file) and describes it: IR version, producer, opset imports, the\n"
     "inputs to feed and the outputs (dtype and shape, symbolic dimensions by name), the number\n"
     "of nodes and of each op type, the parameters (elements of floating-point initializers),\n"
     "and whether it contains Dropout or BatchNormalization (which behave differently in the\n"
     "infer, train and graph modes).\n"
+    "A training checkpoint of `onyx train` (a zip file, told by its content) is verified and\n"
+    "described instead: step, epoch and position in it, last loss, loss, optimizer, learning\n"
+    "rate and the number of trained parameter tensors.\n"
     "\n"
     "options:\n"
     "  --json      print one JSON object instead of text\n"
@@ -199,6 +203,63 @@ static void print_text(const char *path, const onyx_model *m, const op_count *op
     printf("batchnorm: %s\n", batchnorm ? "yes" : "no");
 }
 
+/* True when the file starts with a zip local header ("PK\3\4"): a training checkpoint. */
+static bool is_zip(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return false;
+    unsigned char magic[4];
+    bool yes =
+        fread(magic, 1, sizeof(magic), f) == sizeof(magic) && memcmp(magic, "PK\x03\x04", 4) == 0;
+    fclose(f);
+    return yes;
+}
+
+static int info_checkpoint(const char *cmd, const char *path, bool json)
+{
+    onyx_checkpoint_info ck;
+    onyx_error err = {ONYX_OK, ""};
+    if (onyx_checkpoint_info_read(path, &ck, &err) != ONYX_OK)
+        return cli_fail(cmd, "%s", err.msg);
+    const onyx_train_progress *p = &ck.progress;
+    if (json) {
+        printf("{\"checkpoint\": ");
+        json_str(path);
+        printf(", \"step\": %lld, \"epoch\": %lld, \"position\": %lld, \"data_seed\": %llu",
+               (long long)p->step, (long long)p->epoch, (long long)p->position,
+               (unsigned long long)p->data_seed);
+        printf(", \"last_loss\": ");
+        if (isfinite(p->last_loss))
+            printf("%.9g", (double)p->last_loss);
+        else
+            printf("null");
+        printf(", \"loss\": ");
+        json_str(ck.loss);
+        printf(", \"optimizer\": ");
+        json_str(ck.optimizer);
+        printf(", \"lr\": %.6g, \"parameter_tensors\": %lld}\n", (double)ck.lr,
+               (long long)ck.n_params);
+        return CLI_OK;
+    }
+    printf("checkpoint: %s\n", path);
+    printf("step: %lld\n", (long long)p->step);
+    /* progress.epoch counts finished epochs; position is the samples done of the next one */
+    printf("epoch: %lld", (long long)p->epoch);
+    if (p->position > 0)
+        printf(" finished, %lld samples into epoch %lld", (long long)p->position,
+               (long long)p->epoch + 1);
+    else
+        printf(" finished");
+    printf("\n");
+    printf("last loss: %.6g\n", (double)p->last_loss);
+    printf("loss: %s\n", ck.loss);
+    printf("optimizer: %s, lr %g\n", ck.optimizer, (double)ck.lr);
+    printf("trained parameters: %lld tensors\n", (long long)ck.n_params);
+    printf("data seed: %llu\n", (unsigned long long)p->data_seed);
+    return CLI_OK;
+}
+
 int cmd_info(int argc, char **argv)
 {
     cli_args a;
@@ -225,6 +286,9 @@ int cmd_info(int argc, char **argv)
         return CLI_USAGE;
     if (path == NULL)
         return cli_usage(a.cmd, "missing MODEL");
+
+    if (is_zip(path))
+        return info_checkpoint(a.cmd, path, json);
 
     onyx_model *m = NULL;
     onyx_error err = {ONYX_OK, ""};

@@ -19,8 +19,11 @@ static const char USAGE[] =
     "  run MODEL [-i NAME=FILE]...    run a model on tensors from .npy or .pb files\n"
     "  test CASE_DIR...               run ONNX backend test cases (model.onnx + test_data_set_*)\n"
     "  init --layers 64,128,10 -o F   write a fresh MLP as an ONNX model\n"
+    "  train MODEL --data F --loss L  train a model; checkpoints, resume, export\n"
+    "  export CKPT.zip -o MODEL       write the model of a training checkpoint\n"
     "\n"
     "Run 'onyx <command> --help' for a command's options. 'onyx --version' prints the version.\n";
+
 
 static const struct {
     const char *name;
@@ -30,6 +33,8 @@ static const struct {
     {"run", cmd_run},
     {"test", cmd_test},
     {"init", cmd_init},
+    {"train", cmd_train},
+    {"export", cmd_export},
 };
 
 int main(int argc, char **argv)

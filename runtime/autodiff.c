@@ -9,6 +9,7 @@
  * buffers are the trainer's flat gradient buffer; the others are grow-only session-side buffers.
  */
 #include "internal.h"
+#include "ops.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -246,3 +247,124 @@ const float *onyx_grad_of(const onyx_grad_plan *p, int v)
 {
     return p->need[v] ? p->grad[v] : NULL;
 }
+
+/* ---- the Gradient op (ai.onnx.preview.training, opset 1) ----------------------------------------
+ *
+ * Gradient(xs..., zs...; xs, zs, y) outputs d y / d xs[i]: the gradient of sum(y) w.r.t. each
+ * tensor named in xs (a graph input, an initializer or an intermediate value), zs being further
+ * inputs that get none. It runs the backward pass of the graph it sits in, so it lives here
+ * rather than in ops/: graph.c appends y as a hidden last input (ONYX_OPF_GRAPH) so that it
+ * runs after y; forward plans the backward pass for the current run (this allocates: the op is
+ * meant for tests and for training graphs built by exporters, not for hot loops).
+ */
+
+#define GRADIENT_MAX_OUT 64
+
+typedef struct gradient_priv {
+    int n_xs;
+} gradient_priv;
+
+static const onyx_attr *string_list(const onyx_node *n, const char *name)
+{
+    const onyx_attr *a = onyx_node_attr(n, name);
+    return a != NULL && a->type == ONYX_ATTR_STRINGS ? a : NULL;
+}
+
+static onyx_status gradient_init(onyx_node *n, onyx_error *err)
+{
+    const onyx_attr *xs = string_list(n, "xs");
+    const onyx_attr *zs = string_list(n, "zs");
+    if (xs == NULL || xs->n == 0)
+        return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
+                             "attribute xs (the names of the tensors to differentiate by) is "
+                             "required");
+    if (onyx_node_attr(n, "zs") != NULL && zs == NULL)
+        return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL, "attribute zs must be strings");
+    size_t n_zs = zs ? zs->n : 0;
+    /* graph.c appended y: inputs are xs, zs, y */
+    if ((size_t)n->n_in != xs->n + n_zs + 1 || (size_t)n->n_out > xs->n ||
+        n->n_out > GRADIENT_MAX_OUT)
+        return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
+                             "has %d inputs and %d outputs; xs names %zu and zs %zu tensors",
+                             n->n_in - 1, n->n_out, xs->n, n_zs);
+    gradient_priv p = {(int)xs->n};
+    return onyx_node_set_priv(n, &p, sizeof p, err);
+}
+
+static onyx_status gradient_infer(const onyx_node *n, const onyx_tensor *in, onyx_tensor *out,
+                                  onyx_error *err)
+{
+    const onyx_tensor *y = &in[n->n_in - 1];
+    if (y->dtype != ONYX_DTYPE_UNDEFINED && y->dtype != ONYX_DTYPE_F32)
+        return onyx_node_err(err, n, ONYX_ERR_UNSUPPORTED, "y has dtype %s; gradients are float32",
+                             onyx_dtype_name(y->dtype));
+    for (int j = 0; j < n->n_out; j++) {
+        if (!onyx_node_has_out(n, j))
+            continue;
+        if (in[j].dtype != ONYX_DTYPE_UNDEFINED && in[j].dtype != ONYX_DTYPE_F32)
+            return onyx_node_err(err, n, ONYX_ERR_UNSUPPORTED,
+                                 "input %d has dtype %s; gradients are float32", j,
+                                 onyx_dtype_name(in[j].dtype));
+        out[j] = in[j];
+        out[j].dtype = ONYX_DTYPE_F32;
+        out[j].data = NULL;
+    }
+    return ONYX_OK;
+}
+
+static void gradient_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
+                             onyx_tensor *out)
+{
+    onyx_session *s = ctx->session;
+    const onyx_model *m = s->m;
+    const gradient_priv *p = n->priv;
+    int y = n->in[n->n_in - 1];
+    /* out[] is the session's scratch array, which the backward pass reuses: keep copies. */
+    onyx_tensor outs[GRADIENT_MAX_OUT];
+    int n_out = n->n_out < (int)(sizeof outs / sizeof outs[0]) ? n->n_out : 0;
+    if (n_out < n->n_out) {
+        onyx_node_err(ctx->err, n, ONYX_ERR_UNSUPPORTED, "too many outputs");
+        return;
+    }
+    memcpy(outs, out, sizeof(onyx_tensor) * (size_t)n_out);
+    bool *is_x = onyx_calloc((size_t)m->n_values + 1, sizeof(bool));
+    int64_t ny = onyx_numel(&in[n->n_in - 1]);
+    float *ones = onyx_calloc((size_t)ny + 1, sizeof(float));
+    onyx_grad_plan *plan = NULL;
+    if (is_x == NULL || ones == NULL) {
+        onyx_node_err(ctx->err, n, ONYX_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int64_t k = 0; k < ny; k++)
+        ones[k] = 1.0f; /* d sum(y) / d y */
+    for (int j = 0; j < p->n_xs; j++)
+        is_x[n->in[j]] = true;
+    onyx_status st = onyx_grad_plan_create(s, y, is_x, &plan, ctx->err);
+    if (st != ONYX_OK) {
+        char msg[ONYX_ERRMSG_SIZE];
+        snprintf(msg, sizeof msg, "%s", ctx->err->msg);
+        onyx_node_err(ctx->err, n, st, "%s", msg);
+        goto done;
+    }
+    for (int j = 0; j < n_out; j++) {
+        if (!onyx_node_has_out(n, j))
+            continue;
+        memset(outs[j].data, 0, onyx_nbytes(&outs[j]));
+        if (onyx_grad_needed(plan, n->in[j]))
+            onyx_grad_set_param_buffer(plan, n->in[j], outs[j].data);
+    }
+    st = onyx_grad_backward(plan, ones);
+    if (st != ONYX_OK)
+        onyx_node_err(ctx->err, n, st, "%s", onyx_session_errmsg(s));
+done:
+    onyx_grad_plan_destroy(plan);
+    free(is_x);
+    free(ones);
+}
+
+const onyx_op_impl onyx_impl_gradient = {
+    .init = gradient_init,
+    .infer = gradient_infer,
+    .forward = gradient_forward,
+    .flags = ONYX_OPF_GRAPH,
+};

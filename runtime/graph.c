@@ -195,7 +195,7 @@ static onyx_status infer_all(onyx_model *m, onyx_error *err)
         if (st != ONYX_OK)
             break;
         /* Fold when everything is known and small, and the op is deterministic. */
-        bool fold = all_data && !(n->impl->flags & (ONYX_OPF_RANDOM | ONYX_OPF_MODE));
+        bool fold = all_data && !(n->impl->flags & (ONYX_OPF_RANDOM | ONYX_OPF_MODE | ONYX_OPF_GRAPH));
         for (int j = 0; j < n->n_out && fold; j++) {
             if (n->out[j] < 0)
                 continue;
@@ -262,9 +262,40 @@ done:
     return st;
 }
 
+/* A graph-level op reads the value its attribute "y" names: make it an extra (last) input, so that
+ * the topological order puts the op after y's producer. */
+static onyx_status link_graph_ops(onyx_model *m, onyx_error *err)
+{
+    for (int i = 0; i < m->n_nodes; i++) {
+        onyx_node *n = &m->nodes[i];
+        if (!(n->impl->flags & ONYX_OPF_GRAPH))
+            continue;
+        const onyx_attr *y = onyx_node_attr(n, "y");
+        if (y == NULL || y->type != ONYX_ATTR_STRING)
+            return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
+                                 "attribute y (a string naming a value) is required");
+        int v = -1;
+        for (int k = 0; k < m->n_values && v < 0; k++)
+            if (strcmp(m->values[k].name, y->s) == 0)
+                v = k;
+        if (v < 0)
+            return onyx_node_err(err, n, ONYX_ERR_INVALID_MODEL,
+                                 "attribute y names \"%s\", which is not a value of the graph",
+                                 y->s);
+        int *in = realloc(n->in, sizeof(int) * (size_t)(n->n_in + 2));
+        if (in == NULL)
+            return onyx_err(err, ONYX_ERR_NOMEM, "%s: out of memory", m->name);
+        n->in = in;
+        n->in[n->n_in++] = v;
+    }
+    return ONYX_OK;
+}
+
 onyx_status onyx_graph_prepare(onyx_model *m, onyx_error *err)
 {
     onyx_status st = resolve_ops(m, err);
+    if (st == ONYX_OK)
+        st = link_graph_ops(m, err);
     if (st == ONYX_OK)
         st = topo_sort(m, err);
     if (st != ONYX_OK) {

@@ -202,12 +202,20 @@ typedef struct onyx_kctx {
     /* impl->scratch_size bytes of temporary memory for this call of forward or backward (NULL
      * when the op declares none); contents are not kept between calls. */
     void *scratch;
+    /* Graph-level ops only (ONYX_OPF_GRAPH): the running session, and where to report the one
+     * kind of failure such an op can meet at run time (the session checks it after forward). */
+    struct onyx_session *session;
+    onyx_error *err;
 } onyx_kctx;
 
 enum {
     ONYX_OPF_SHAPE_ONLY = 1u << 0, /* forward reads only the inputs' dims, never their data */
     ONYX_OPF_RANDOM = 1u << 1,     /* forward may draw random numbers: never constant-folded */
     ONYX_OPF_MODE = 1u << 2,       /* forward depends on the session mode: never constant-folded */
+    /* A graph-level op (Gradient): works on the session (ctx->session), may fail (ctx->err), and
+     * reads the value named by its string attribute "y", which graph.c appends to its inputs so
+     * that it runs after y is computed. */
+    ONYX_OPF_GRAPH = 1u << 3,
 };
 
 /*

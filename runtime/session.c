@@ -315,11 +315,14 @@ static onyx_status run_nodes(onyx_session *s)
             o->data = s->buf[v];
             s->vals[v] = *o;
         }
-        onyx_kctx ctx = {.mode = s->mode, .rng = &s->rng};
+        onyx_kctx ctx = {.mode = s->mode, .rng = &s->rng, .session = s, .err = &err};
         st = node_memory(s, i, &ctx);
         if (st != ONYX_OK)
             return st;
+        err.code = ONYX_OK;
         n->impl->forward(n, &ctx, s->in, s->out);
+        if ((n->impl->flags & ONYX_OPF_GRAPH) && err.code != ONYX_OK)
+            return onyx_session_fail(s, err.code, "%s", err.msg);
     }
     return ONYX_OK;
 }

@@ -151,6 +151,20 @@ save("output_dtype_mismatch.onnx",
      model([helper.make_node("Relu", ["x"], ["y"], name="r")], [vi("x", [2])], [vi("y", [2], TensorProto.INT64)]),
      "ONYX_ERR_INVALID_MODEL", "graph output \"y\" is declared int64 but node \"r\" (Relu) produces float32")
 
+def gradient_model(y, xs=("x",)):
+    node = helper.make_node("Gradient", list(xs), ["dx"], name="grad", domain="ai.onnx.preview.training",
+                            xs=list(xs), y=y)
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["r"], name="r"), node], "g",
+                          [vi("x", [2])], [vi("dx", [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                            helper.make_opsetid("ai.onnx.preview.training", 1)])
+    m.ir_version = 8
+    return m
+
+
+save("gradient_unknown_y.onnx", gradient_model("nowhere"), "ONYX_ERR_INVALID_MODEL",
+     "node \"grad\" (ai.onnx.preview.training.Gradient, opset 1): attribute y names \"nowhere\"")
+
 with open(os.path.join(HERE, "expect.txt"), "w") as f:
     f.write("# file\tstatus\tsubstring of the message (written by make_bad.py)\n")
     f.write("\n".join(expect) + "\n")

@@ -7,60 +7,15 @@
 #
 # Environment: ONYX_BIN (the onyx command) and ONYX_SOURCE_DIR (the source tree), set by ctest.
 set -u
+cli_dir=$(cd "$(dirname "$0")" && pwd)
 
 onyx=${ONYX_BIN:?ONYX_BIN must name the onyx command}
 src=${ONYX_SOURCE_DIR:?ONYX_SOURCE_DIR must name the source tree}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
-
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); }
-bad() {
-    failed=$((failed + 1))
-    echo "FAILED: $*" >&2
-}
-
-# run_cmd ARGS...: runs onyx, leaving $out, $err and $rc.
-run_cmd() {
-    "$onyx" "$@" >"$tmp/stdout" 2>"$tmp/stderr"
-    rc=$?
-    out=$(cat "$tmp/stdout")
-    err=$(cat "$tmp/stderr")
-}
-
-# expect_ok ARGS...: exit status 0 and nothing on stderr.
-expect_ok() {
-    run_cmd "$@"
-    if [ "$rc" -eq 0 ] && [ -z "$err" ]; then ok; else bad "onyx $* -> $rc: $err"; fi
-}
-
-# expect_fail CODE PATTERN ARGS...: exit status CODE, stderr exactly one line that starts
-# with "onyx <cmd>: " and contains PATTERN (a fixed string).
-expect_fail() {
-    local code=$1 pattern=$2
-    shift 2
-    run_cmd "$@"
-    local lines
-    lines=$(printf '%s\n' "$err" | wc -l)
-    if [ "$rc" -ne "$code" ]; then
-        bad "onyx $* -> exit $rc, expected $code (stderr: $err)"
-    elif [ "$lines" -ne 1 ]; then
-        bad "onyx $* -> $lines lines on stderr, expected 1: $err"
-    elif [[ "$err" != "onyx $1: "* ]]; then
-        bad "onyx $* -> stderr does not start with 'onyx $1: ': $err"
-    elif ! printf '%s\n' "$err" | grep -qF -- "$pattern"; then
-        bad "onyx $* -> stderr lacks '$pattern': $err"
-    else
-        ok
-    fi
-}
-
-# check COND MESSAGE: counts a shell test.
-check() {
-    if eval "$1"; then ok; else bad "$2"; fi
-}
+# shellcheck source=lib.sh
+. "$cli_dir/lib.sh"
 
 # steps FILE: the per-step JSON lines of a run, from step FROM on ("step N loss L" per line).
 steps_from() {
@@ -144,19 +99,6 @@ first=$(printf '%s\n' "$out" | grep -m1 train_loss | sed 's/.*"train_loss":\([^,
 last=$(printf '%s\n' "$out" | grep train_loss | tail -n 1 | sed 's/.*"train_loss":\([^,}]*\).*/\1/')
 check 'awk -v a="$first" -v b="$last" "BEGIN { exit !(b < 0.2 * a) }"' \
     "mse loss did not fall: $first -> $last"
-# X.npy [4,2] float32 and y.npy [4] int64, written byte by byte
-write_npy() {
-    local header="{'descr': '$2', 'fortran_order': False, 'shape': $3, }"
-    local pad=$(((64 - (${#header} + 11) % 64) % 64))
-    header="$header$(printf '%*s' "$pad" '')"
-    local hlen=$((${#header} + 1))
-    {
-        printf '\x93NUMPY\x01\x00'
-        printf "\\x$(printf %02x $((hlen & 255)))\\x$(printf %02x $((hlen >> 8)))"
-        printf '%s\n' "$header"
-        printf "$(printf '%s' "$4" | sed 's/../\\x&/g')"
-    } >"$1"
-}
 write_npy X.npy '<f4' '(4, 2)' 0000803f000000000000000000000000000000000000803f0000803f0000803f
 write_npy y.npy '<i8' '(4,)' 0100000000000000000000000000000000000000000000000100000000000000
 write_npy y5.npy '<i8' '(4,)' 0100000000000000000000000000000000000000000000000500000000000000

@@ -1,12 +1,14 @@
 /*
  * graph.c — validate the IR that model.c built and get it ready to run:
- *  1. resolve every node to an op of ops/ops.def for its imported opset (every unsupported
- *     node is listed at once);
+ *  1. resolve every node to an op for its imported opset: a custom op of the caller's registry
+ *     (runtime/plugin.c) first, else one of ops/ops.def (every unsupported node is listed at
+ *     once);
  *  2. sort the nodes topologically (a cycle is an error naming a node on it);
  *  3. let each op parse its attributes (impl->init);
  *  4. static shape inference in node order (impl->infer with whatever is known: a symbolic batch
  *     dimension stays -1), folding small constant chains (Constant, Shape of a known shape,
- *     arithmetic on them) into values computed once at load;
+ *     arithmetic on them) into values computed once at load (never custom ops: a plugin's op
+ *     may have effects or costs onyx cannot see);
  *  5. check what the nodes produce against the graph outputs' declared types.
  */
 #include "internal.h"
@@ -16,12 +18,13 @@
 #include <string.h>
 
 void onyx_graph_free(onyx_model *m);
-onyx_status onyx_graph_prepare(onyx_model *m, onyx_error *err);
+onyx_status onyx_graph_prepare(onyx_model *m, const onyx_load_options *opt, onyx_error *err);
 
 /* Folding computes at most this many elements per node output at load time. */
 #define FOLD_MAX_ELEMS 65536
 
-static onyx_status resolve_ops(onyx_model *m, onyx_error *err)
+/* Each node's op: the registry's custom op first, then the built-in one. */
+static onyx_status resolve_ops(onyx_model *m, const onyx_load_options *opt, onyx_error *err)
 {
     char list[ONYX_ERRMSG_SIZE];
     size_t used = 0;
@@ -30,19 +33,47 @@ static onyx_status resolve_ops(onyx_model *m, onyx_error *err)
     list[0] = '\0';
     for (int i = 0; i < m->n_nodes; i++) {
         onyx_node *n = &m->nodes[i];
+        if (n->opset >= 0) {
+            const char *origin = NULL;
+            const onyx_op_impl *custom =
+                onyx_registry_find(opt->registry, n->domain, n->op_type, n->opset, &origin);
+            if (custom != NULL) {
+                n->impl = custom;
+                onyx_logf(opt->log, opt->log_user, ONYX_LOG_DEBUG,
+                          "%s: node \"%s\" (%s%s%s, opset %lld): custom op%s%s", m->name, n->name,
+                          n->domain, n->domain[0] ? "." : "", n->op_type, (long long)n->opset,
+                          origin ? " of plugin " : " added by the application",
+                          origin ? origin : "");
+                continue;
+            }
+        }
         const onyx_op_def *def = n->opset >= 0 ? onyx_op_find(n->domain, n->op_type, n->opset) : NULL;
         if (def != NULL && def->impl->infer != NULL && def->impl->forward != NULL) {
             n->impl = def->impl;
             continue;
         }
         bad++;
-        char one[200];
+        char one[300];
+        char hint[120] = "";
+        int64_t since;
+        int64_t until;
+        if (onyx_registry_has_type(opt->registry, n->domain, n->op_type, &since, &until)) {
+            if (until == 0)
+                snprintf(hint, sizeof hint, " (the registry has it for opsets %lld and up)",
+                         (long long)since);
+            else
+                snprintf(hint, sizeof hint, " (the registry has it for opsets %lld to %lld)",
+                         (long long)since, (long long)until);
+        } else if (n->domain[0] != '\0') {
+            snprintf(hint, sizeof hint, " (is its plugin loaded?)");
+        }
         if (n->opset < 0)
             snprintf(one, sizeof one, "%snode \"%s\" (%s, domain \"%s\" not imported)",
                      bad > 1 ? "; " : "", n->name, n->op_type, n->domain);
         else
-            snprintf(one, sizeof one, "%snode \"%s\" (%s, domain \"%s\", opset %lld)",
-                     bad > 1 ? "; " : "", n->name, n->op_type, n->domain, (long long)n->opset);
+            snprintf(one, sizeof one, "%snode \"%s\" (%s, domain \"%s\", opset %lld)%s",
+                     bad > 1 ? "; " : "", n->name, n->op_type, n->domain, (long long)n->opset,
+                     hint);
         if (used + strlen(one) + 40 < sizeof list) {
             used += (size_t)snprintf(list + used, sizeof list - used, "%s", one);
             shown++;
@@ -195,7 +226,8 @@ static onyx_status infer_all(onyx_model *m, onyx_error *err)
         if (st != ONYX_OK)
             break;
         /* Fold when everything is known and small, and the op is deterministic. */
-        bool fold = all_data && !(n->impl->flags & (ONYX_OPF_RANDOM | ONYX_OPF_MODE | ONYX_OPF_GRAPH));
+        unsigned no_fold = ONYX_OPF_RANDOM | ONYX_OPF_MODE | ONYX_OPF_GRAPH | ONYX_OPF_CUSTOM;
+        bool fold = all_data && !(n->impl->flags & no_fold);
         for (int j = 0; j < n->n_out && fold; j++) {
             if (n->out[j] < 0)
                 continue;
@@ -291,9 +323,49 @@ static onyx_status link_graph_ops(onyx_model *m, onyx_error *err)
     return ONYX_OK;
 }
 
-onyx_status onyx_graph_prepare(onyx_model *m, onyx_error *err)
+/* What the caller may want to know about a loaded model: a summary, and oddities that are
+ * valid ONNX but probably not what the author meant. */
+static void log_summary(const onyx_model *m, const onyx_load_options *opt)
 {
-    onyx_status st = resolve_ops(m, err);
+    if (opt->log == NULL)
+        return;
+    int folded = 0;
+    int custom = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        folded += m->node_const[i];
+        custom += (m->nodes[i].impl->flags & ONYX_OPF_CUSTOM) != 0;
+    }
+    bool *used = onyx_calloc((size_t)m->n_values + 1, sizeof(bool));
+    if (used != NULL) {
+        for (int i = 0; i < m->n_nodes; i++)
+            for (int j = 0; j < m->nodes[i].n_in; j++)
+                if (m->nodes[i].in[j] >= 0)
+                    used[m->nodes[i].in[j]] = true;
+        for (int v = 0; v < m->n_values; v++) {
+            const onyx_value *val = &m->values[v];
+            if (val->kind == ONYX_VALUE_INITIALIZER && !used[v] && !val->is_graph_output)
+                onyx_logf(opt->log, opt->log_user, ONYX_LOG_WARN,
+                          "%s: initializer \"%s\" feeds no node and is no graph output", m->name,
+                          val->name);
+            if (val->is_graph_output && val->is_graph_input)
+                onyx_logf(opt->log, opt->log_user, ONYX_LOG_WARN,
+                          "%s: graph output \"%s\" is also a graph input: it is passed through "
+                          "unchanged",
+                          m->name, val->name);
+        }
+        free(used);
+    }
+    onyx_logf(opt->log, opt->log_user, ONYX_LOG_INFO,
+              "%s: loaded: %d node%s (%d custom), %d initializer%s, %d input%s, %d output%s, "
+              "%d node%s folded to constants at load",
+              m->name, m->n_nodes, m->n_nodes == 1 ? "" : "s", custom, m->n_initializers,
+              m->n_initializers == 1 ? "" : "s", m->n_inputs, m->n_inputs == 1 ? "" : "s",
+              m->n_outputs, m->n_outputs == 1 ? "" : "s", folded, folded == 1 ? "" : "s");
+}
+
+onyx_status onyx_graph_prepare(onyx_model *m, const onyx_load_options *opt, onyx_error *err)
+{
+    onyx_status st = resolve_ops(m, opt, err);
     if (st == ONYX_OK)
         st = link_graph_ops(m, err);
     if (st == ONYX_OK)
@@ -337,6 +409,7 @@ onyx_status onyx_graph_prepare(onyx_model *m, onyx_error *err)
                             "%s: graph output \"%s\" is declared %s but is %s", m->name, v->name,
                             onyx_dtype_name(v->decl.dtype), onyx_dtype_name(v->info.dtype));
     }
+    log_summary(m, opt);
     return ONYX_OK;
 }
 

@@ -216,6 +216,8 @@ enum {
      * reads the value named by its string attribute "y", which graph.c appends to its inputs so
      * that it runs after y is computed. */
     ONYX_OPF_GRAPH = 1u << 3,
+    /* A custom op (runtime/plugin.c): never constant-folded, whatever its inputs. */
+    ONYX_OPF_CUSTOM = 1u << 4,
 };
 
 /*
@@ -421,6 +423,16 @@ struct onyx_session {
     size_t scratch_cap;
     onyx_tensor *in;   /* scratch: one node's inputs */
     onyx_tensor *out;  /* scratch: one node's outputs */
+    /* Zero-copy bindings (onyx_session_bind_input/_output), per value; the arrays are
+     * allocated at the first bind. in_bound[v]: in_bind[v] is the caller's tensor for input v;
+     * out_bound[v]: out_bind[v] is the caller's buffer for value v. */
+    onyx_tensor *in_bind;
+    onyx_tensor *out_bind;
+    bool *in_bound;
+    bool *out_bound;
+    bool use_out_bind; /* the current run writes bound outputs in place (run_bound) */
+    onyx_log_fn log;
+    void *log_user;
     char errmsg[ONYX_ERRMSG_SIZE];
 };
 
@@ -436,6 +448,25 @@ onyx_status onyx_session_forward(onyx_session *s, size_t n_in, const char *const
                                  const onyx_tensor *inputs);
 /* Index of the value named name, or -1. */
 int onyx_model_find_value(const onyx_model *m, const char *name);
+
+/* ---- custom operators and logging (runtime/plugin.c) --------------------------------------- */
+
+/* Formats a message and hands it to log (nothing when log is NULL). Allocates nothing. */
+void onyx_logf(onyx_log_fn log, void *user, onyx_log_level level, const char *fmt, ...)
+    ONYX_PRINTF(4, 5);
+/*
+ * The impl of the custom op that reg (may be NULL) registered for (domain, op_type) at the
+ * imported opset (the highest since_version <= opset that still serves it), or NULL. The impl is
+ * an adapter owned by reg: its init stores the op and the op's state in node->priv, and the
+ * other callbacks call the op's with that state. *origin (origin may be NULL) is set to the path
+ * of the plugin that added the op, or NULL when the application added it.
+ */
+const onyx_op_impl *onyx_registry_find(const onyx_registry *reg, const char *domain,
+                                       const char *op_type, int64_t opset, const char **origin);
+/* True when reg (may be NULL) has (domain, op_type) for some opset: then [*since, *until] is
+ * the range of one of them (until 0 = open), for messages about an opset outside it. */
+bool onyx_registry_has_type(const onyx_registry *reg, const char *domain, const char *op_type,
+                            int64_t *since, int64_t *until);
 
 /* ---- gradients (runtime/autodiff.c) ------------------------------------------------------ */
 

@@ -19,7 +19,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-onyx_status onyx_graph_prepare(onyx_model *m, onyx_error *err); /* graph.c */
+onyx_status onyx_graph_prepare(onyx_model *m, const onyx_load_options *opt,
+                               onyx_error *err); /* graph.c */
 void onyx_graph_free(onyx_model *m);                             /* graph.c */
 
 /* ---- 1. wire-format pre-scan: onyx_pb_wire_check (model_write.c, shared with the writer) ---- */
@@ -1001,8 +1002,41 @@ static onyx_status load_proto(builder *b, onyx_model *m)
     return build_graph(b, m);
 }
 
+void onyx_load_options_init(onyx_load_options *opt)
+{
+    memset(opt, 0, sizeof(*opt));
+}
+
+static onyx_status load_buffer(const void *data, size_t size, const char *base_dir,
+                               const char *name, const onyx_load_options *opt, onyx_model **out,
+                               onyx_error *err);
+
 onyx_status onyx_model_load_buffer(const void *data, size_t size, const char *base_dir,
                                    const char *name, onyx_model **out, onyx_error *err)
+{
+    return onyx_model_load_buffer_ex(data, size, base_dir, name, NULL, out, err);
+}
+
+onyx_status onyx_model_load_buffer_ex(const void *data, size_t size, const char *base_dir,
+                                      const char *name, const onyx_load_options *opt,
+                                      onyx_model **out, onyx_error *err)
+{
+    onyx_load_options defaults;
+    onyx_load_options_init(&defaults);
+    if (opt == NULL)
+        opt = &defaults;
+    /* A failure is logged too, so a report is needed even when the caller passes none. */
+    onyx_error local;
+    onyx_error *e = err ? err : &local;
+    onyx_status st = load_buffer(data, size, base_dir, name, opt, out, e);
+    if (st != ONYX_OK && opt->log != NULL)
+        opt->log(opt->log_user, ONYX_LOG_ERROR, e->msg);
+    return st;
+}
+
+static onyx_status load_buffer(const void *data, size_t size, const char *base_dir,
+                               const char *name, const onyx_load_options *opt, onyx_model **out,
+                               onyx_error *err)
 {
     if (out == NULL)
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "onyx_model_load_buffer: out is NULL");
@@ -1050,7 +1084,7 @@ onyx_status onyx_model_load_buffer(const void *data, size_t size, const char *ba
     mp = NULL;
     if (st != ONYX_OK)
         goto fail;
-    st = onyx_graph_prepare(m, err);
+    st = onyx_graph_prepare(m, opt, err);
     if (st != ONYX_OK)
         goto fail;
     *out = m;
@@ -1074,6 +1108,30 @@ void onyx_path_dir(const char *path, char *dir, size_t size)
 }
 
 onyx_status onyx_model_load(const char *path, onyx_model **out, onyx_error *err)
+{
+    return onyx_model_load_ex(path, NULL, out, err);
+}
+
+static onyx_status load_file(const char *path, const onyx_load_options *opt, onyx_model **out,
+                             onyx_error *err);
+
+onyx_status onyx_model_load_ex(const char *path, const onyx_load_options *opt, onyx_model **out,
+                               onyx_error *err)
+{
+    onyx_load_options defaults;
+    onyx_load_options_init(&defaults);
+    if (opt == NULL)
+        opt = &defaults;
+    onyx_error local;
+    onyx_error *e = err ? err : &local;
+    onyx_status st = load_file(path, opt, out, e);
+    if (st != ONYX_OK && opt->log != NULL)
+        opt->log(opt->log_user, ONYX_LOG_ERROR, e->msg);
+    return st;
+}
+
+static onyx_status load_file(const char *path, const onyx_load_options *opt, onyx_model **out,
+                             onyx_error *err)
 {
     if (out == NULL || path == NULL)
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "onyx_model_load: NULL argument");
@@ -1108,7 +1166,7 @@ onyx_status onyx_model_load(const char *path, onyx_model **out, onyx_error *err)
     /* External data is relative to the model's folder. */
     char dir[PATH_MAX];
     onyx_path_dir(path, dir, sizeof dir);
-    onyx_status st = onyx_model_load_buffer(buf, size, dir, path, out, err);
+    onyx_status st = load_buffer(buf, size, dir, path, opt, out, err);
     free(buf);
     return st;
 }

@@ -119,6 +119,36 @@ typedef struct onyx_tensor {
 
 typedef struct onyx_model onyx_model;
 typedef struct onyx_session onyx_session;
+/* A set of custom operators (see "custom operators and plugins" below). */
+typedef struct onyx_registry onyx_registry;
+/* One node of a loaded model, as a custom operator sees it (opaque; see onyx_node_*). */
+typedef struct onyx_node onyx_node;
+
+/* ---- logging ------------------------------------------------------------------------------ */
+
+/*
+ * onyx never prints. A caller that wants to know what the library does passes a log callback
+ * in the options of the call or handle concerned (onyx_load_options, onyx_session_options,
+ * onyx_train_options, onyx_registry_set_log); there is no global logger. The callback is
+ * called synchronously, on the calling thread, with a message that is valid only during the
+ * call (no trailing newline). It must not call back into the handle that is logging.
+ *  ERROR: a call is about to fail (the same text as the returned message).
+ *  WARN:  something is probably wrong but the call goes on (an initializer that feeds nothing).
+ *  INFO:  one line per notable event (a model loaded, a plugin loaded, parameters left frozen).
+ *  DEBUG: details (each custom op resolved, session memory growing).
+ */
+typedef enum onyx_log_level {
+    ONYX_LOG_ERROR = 0,
+    ONYX_LOG_WARN = 1,
+    ONYX_LOG_INFO = 2,
+    ONYX_LOG_DEBUG = 3
+} onyx_log_level;
+
+/* user is the pointer given beside the callback; level as above; msg NUL-terminated. */
+typedef void (*onyx_log_fn)(void *user, onyx_log_level level, const char *msg);
+
+/* Static name of a level: "error", "warn", "info", "debug". */
+ONYX_API const char *onyx_log_level_name(onyx_log_level level);
 
 /* ---- library ------------------------------------------------------------------------------ */
 
@@ -154,6 +184,34 @@ ONYX_API ONYX_NODISCARD onyx_status onyx_model_load_buffer(const void *data, siz
                                                            const char *base_dir, const char *name,
                                                            onyx_model **out, onyx_error *err);
 ONYX_API void onyx_model_destroy(onyx_model *model);
+
+/* Options of onyx_model_load_ex. Zero-initialise, or call onyx_load_options_init(), then set
+ * fields. Everything is borrowed for the duration of the load only, except the registry. */
+typedef struct onyx_load_options {
+    /* Custom operators, consulted before the built-in ones (NULL: built-in ops only). The
+     * models loaded with it point into it: the registry must outlive every model (and trainer)
+     * loaded with it. */
+    const onyx_registry *registry;
+    onyx_log_fn log; /* NULL: no logging. INFO: a summary (nodes, initializers, constants folded
+                      * at load); WARN: initializers that feed nothing, graph outputs that are
+                      * also graph inputs; DEBUG: each node resolved to a custom op; ERROR: the
+                      * message of a failed load. */
+    void *log_user;  /* given to log */
+} onyx_load_options;
+
+ONYX_API void onyx_load_options_init(onyx_load_options *opt);
+
+/* onyx_model_load and onyx_model_load_buffer with options (opt may be NULL: the defaults, which
+ * is what the plain calls use). A node whose op is neither registered nor built in fails the
+ * load; for a non-default domain the message asks whether its plugin is loaded. */
+ONYX_API ONYX_NODISCARD onyx_status onyx_model_load_ex(const char *path,
+                                                       const onyx_load_options *opt,
+                                                       onyx_model **out, onyx_error *err);
+ONYX_API ONYX_NODISCARD onyx_status onyx_model_load_buffer_ex(const void *data, size_t size,
+                                                              const char *base_dir,
+                                                              const char *name,
+                                                              const onyx_load_options *opt,
+                                                              onyx_model **out, onyx_error *err);
 
 /* Describes a graph input or output. Strings are owned by the model and live as long as it. */
 typedef struct onyx_value_info {
@@ -201,6 +259,9 @@ typedef struct onyx_session_options {
     onyx_mode mode; /* ONYX_MODE_INFER unless set */
     uint64_t seed;  /* seeds every random choice of the session (Dropout masks) */
     int threads;    /* 0 = the library's default */
+    onyx_log_fn log; /* NULL: no logging. ERROR: every failed call's message; DEBUG: session
+                      * memory allocated by a run (never once the shapes repeat) */
+    void *log_user;  /* given to log */
 } onyx_session_options;
 
 ONYX_API void onyx_session_options_init(onyx_session_options *opt);
@@ -242,6 +303,218 @@ ONYX_API ONYX_NODISCARD onyx_status onyx_session_run(onyx_session *s, size_t n_i
 
 /* Message of the last failed call on s ("" if none). Owned by s; valid until the next call. */
 ONYX_API const char *onyx_session_errmsg(const onyx_session *s);
+
+/*
+ * Zero-copy I/O: bind caller-owned buffers to a session once, then run as often as wanted with
+ * onyx_session_run_bound(). Such a run copies nothing and, from the second run with the same
+ * shapes on, allocates nothing: inputs are read where they are, and the node computing a bound
+ * output writes straight into the caller's buffer (the session keeps no buffer of its own for
+ * that value).
+ *
+ * Ownership and lifetime: the session keeps a copy of the onyx_tensor struct (dtype, rank,
+ * dims, data pointer), never of the data. The data stays the caller's and must stay valid
+ * until it is unbound (onyx_session_unbind_all, binding the name again, or binding NULL) or the
+ * session is destroyed. The caller may change the contents of bound inputs between runs (not
+ * during one) and reads bound outputs after onyx_session_run_bound() returns OK; a failed run
+ * may leave a bound output partly written. Buffers bound as outputs must not overlap each other
+ * or any input. Bindings are used by onyx_session_run_bound() only; onyx_session_run() ignores
+ * them.
+ */
+
+/*
+ * Binds input `name` (a graph input, or an initializer that is also a graph input) to t: its
+ * dtype and shape are checked now against the model (as onyx_session_run checks inputs). t NULL
+ * removes the binding. Errors: ONYX_ERR_INVALID_ARG (unknown name, no data), ONYX_ERR_SHAPE.
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_session_bind_input(onyx_session *s, const char *name,
+                                                            const onyx_tensor *t);
+/*
+ * Binds value `name` (a graph output, or any value of the graph: an intermediate result may be
+ * bound too) to the caller's buffer t->data, which must hold exactly t->dtype with t->rank and
+ * t->dims. Every run_bound checks the value's actual dtype and shape against t (a mismatch
+ * fails the run with ONYX_ERR_SHAPE naming both) and has the producing node write into t->data.
+ * A value that no node computes in the run (a graph input passed through, an initializer, a
+ * constant folded at load) is copied into the buffer instead. t NULL removes the binding.
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_session_bind_output(onyx_session *s, const char *name,
+                                                             const onyx_tensor *t);
+/* Removes every binding of s. */
+ONYX_API void onyx_session_unbind_all(onyx_session *s);
+/*
+ * Runs the model on the bound inputs (every graph input must be bound) and fills the bound
+ * outputs. Errors as for onyx_session_run; the session stays usable.
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_session_run_bound(onyx_session *s);
+
+/* ---- custom operators and plugins ---------------------------------------------------------- */
+
+/*
+ * A custom operator is an onyx_custom_op: a plain struct of strings and callbacks, put into an
+ * onyx_registry with onyx_registry_add_op(), either by the application itself or by a plugin (a
+ * shared library loaded with onyx_plugin_load()). A model loaded with the registry
+ * (onyx_load_options.registry, onyx_train_options.registry) runs its nodes of that domain and
+ * op_type with the callbacks; the registry is consulted before the built-in ops, so it may also
+ * replace one. Custom nodes take part in everything a built-in node does (sessions of every
+ * mode, onyx_session_run_bound, training when there is a backward) except constant folding:
+ * they always run.
+ *
+ * Versioning: the first field of the struct is its ABI version. onyx reads that field first and
+ * refuses a struct whose version is not its own ONYX_PLUGIN_ABI_VERSION (older or newer),
+ * naming both versions, so a plugin built against another onyx.h is refused instead of being
+ * misread. The version changes whenever this struct or the callbacks' contract changes.
+ *
+ * Threads: callbacks may be called from any thread. init and fini run while a model is loaded
+ * and destroyed; infer, forward and backward run for every session, and sessions on one model
+ * may run at once in different threads, so they must treat the state as read-only.
+ *
+ * Errors: init and infer return a status and may write a message into err->msg (snprintf into
+ * its ONYX_ERRMSG_SIZE bytes). onyx prefixes the node's name, op and opset unless the message
+ * already starts with them (the onyx_node_attr_* getters' messages do).
+ */
+#define ONYX_PLUGIN_ABI_VERSION 1u
+
+/* Marks a plugin's entry point as exported even when the plugin is built with hidden
+ * visibility. */
+#if defined(__GNUC__)
+#define ONYX_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define ONYX_PLUGIN_EXPORT
+#endif
+
+typedef struct onyx_custom_op onyx_custom_op;
+struct onyx_custom_op {
+    uint32_t abi_version;  /* ONYX_PLUGIN_ABI_VERSION of the onyx.h the op was built with */
+    const char *domain;    /* e.g. "com.example"; "" (or "ai.onnx") is the default ONNX domain */
+    const char *op_type;   /* e.g. "Swish" */
+    int64_t since_version; /* the op serves models importing an opset of its domain in */
+    int64_t until_version; /* [since_version, until_version]; until_version 0 = no upper end */
+    void *user;            /* anything the op wants back in init (op->user); may be NULL */
+    /* With backward: bit i set = input i is differentiable and may receive a gradient; 0 means
+     * every input. Inputs without the bit never get one (din[i].data NULL). */
+    uint32_t grad_inputs;
+
+    /*
+     * init (may be NULL): called once per node when a model is loaded. Reads the node's
+     * attributes and its input/output counts through the onyx_node_* functions, checks them,
+     * and sets *state to the op's private state for this node (anything; NULL is fine), which
+     * every other callback of the node receives. On failure returns an error (with a message in
+     * err) and must leave nothing allocated: fini is not called then.
+     */
+    onyx_status (*init)(const onyx_custom_op *op, const onyx_node *node, void **state,
+                        onyx_error *err);
+    /*
+     * infer (required): sets the dtype, rank and dims of every present output from the inputs'
+     * (in[i], i < n_in; an omitted optional input has dtype ONYX_DTYPE_UNDEFINED and an omitted
+     * output must be left alone). Called at load time with partial knowledge (dtype UNDEFINED,
+     * rank -1 or dims -1 = not known yet; data NULL unless the input is a constant): then set
+     * what can be derived, leave the rest unknown, and fail only for what is certainly wrong.
+     * Called again before every run with everything known (data set): then every output dim
+     * must be set, and anything that does not fit is an error (ONYX_ERR_SHAPE for a shape or
+     * dtype). Must not write to the tensors' data.
+     */
+    onyx_status (*infer)(const void *state, const onyx_node *node, const onyx_tensor *in,
+                         int n_in, onyx_tensor *out, int n_out, onyx_error *err);
+    /*
+     * forward (required): computes out[j].data (buffers of the shapes infer gave, distinct from
+     * the inputs; they may be caller buffers bound with onyx_session_bind_output) from in[i].
+     * Cannot fail: everything that could fail was checked by init and infer. mode is the
+     * session's (an op that behaves differently in training, like Dropout, asks it).
+     */
+    void (*forward)(const void *state, const onyx_node *node, onyx_mode mode,
+                    const onyx_tensor *in, int n_in, onyx_tensor *out, int n_out);
+    /*
+     * backward (may be NULL: then a model whose trained parameters reach the loss through this
+     * op is refused when the trainer is created). Reverse-mode gradient after forward of the
+     * same step: in/out are that forward's tensors (intact), dout[j] the gradient of the loss
+     * w.r.t. out[j] (float32, out[j]'s shape; data NULL = no gradient flows there: zero), din[i]
+     * the gradient w.r.t. in[i] (float32, in[i]'s shape) to ACCUMULATE into (+=; onyx zeroes it
+     * first). din[i].data NULL = input i needs no gradient. Cannot fail.
+     */
+    void (*backward)(const void *state, const onyx_node *node, const onyx_tensor *in, int n_in,
+                     const onyx_tensor *out, const onyx_tensor *dout, int n_out,
+                     onyx_tensor *din);
+    /* fini (may be NULL): frees what init put in state, when the model is destroyed. */
+    void (*fini)(void *state);
+};
+
+/* What a custom op may ask about its node (init, infer, forward, backward). Strings are owned by
+ * the model and live as long as it. */
+ONYX_API const char *onyx_node_name(const onyx_node *node);    /* "" when the model gave none */
+ONYX_API const char *onyx_node_op_type(const onyx_node *node);
+ONYX_API const char *onyx_node_domain(const onyx_node *node);  /* "" for the default domain */
+ONYX_API int64_t onyx_node_opset(const onyx_node *node);       /* imported for its domain */
+/* Input and output slots, counting omitted optional ones ("" in the model), which are not
+ * present. */
+ONYX_API int onyx_node_input_count(const onyx_node *node);
+ONYX_API int onyx_node_output_count(const onyx_node *node);
+ONYX_API bool onyx_node_input_present(const onyx_node *node, int i);
+ONYX_API bool onyx_node_output_present(const onyx_node *node, int i);
+/* Whether the node has attribute `name` (of any type). */
+ONYX_API bool onyx_node_attr_present(const onyx_node *node, const char *name);
+/*
+ * Typed attribute getters. A missing attribute gives def (or NULL and count 0); an attribute of
+ * another type is ONYX_ERR_INVALID_MODEL with a message in err (may be NULL) naming the node and
+ * the attribute. Returned arrays and strings are owned by the model.
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_node_attr_int(const onyx_node *node, const char *name,
+                                                       int64_t def, int64_t *out, onyx_error *err);
+ONYX_API ONYX_NODISCARD onyx_status onyx_node_attr_float(const onyx_node *node, const char *name,
+                                                         float def, float *out, onyx_error *err);
+ONYX_API ONYX_NODISCARD onyx_status onyx_node_attr_string(const onyx_node *node,
+                                                          const char *name, const char *def,
+                                                          const char **out, onyx_error *err);
+ONYX_API ONYX_NODISCARD onyx_status onyx_node_attr_ints(const onyx_node *node, const char *name,
+                                                        const int64_t **out, size_t *count,
+                                                        onyx_error *err);
+ONYX_API ONYX_NODISCARD onyx_status onyx_node_attr_floats(const onyx_node *node,
+                                                          const char *name, const float **out,
+                                                          size_t *count, onyx_error *err);
+
+/*
+ * A registry: custom ops and the plugin libraries they came from. Fill it (onyx_registry_add_op,
+ * onyx_plugin_load) from one thread before using it; once filled it is only read, and any
+ * number of threads may load models with it at once. Models and trainers loaded with it point
+ * into it (its ops, the plugins' code): destroy them before the registry. onyx_registry_destroy
+ * unloads the plugins. The message of its last failed call is onyx_registry_errmsg().
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_registry_create(onyx_registry **out, onyx_error *err);
+ONYX_API void onyx_registry_destroy(onyx_registry *reg);
+/* Logs plugin loading (INFO) and each op added (DEBUG) from now on; log NULL: none. */
+ONYX_API void onyx_registry_set_log(onyx_registry *reg, onyx_log_fn log, void *user);
+/*
+ * Adds a custom op: the struct is copied (its strings too), so it may be temporary; the
+ * callbacks must stay valid as long as the registry (a plugin's stay loaded until then).
+ * Errors: ONYX_ERR_UNSUPPORTED when op->abi_version is not ONYX_PLUGIN_ABI_VERSION (both
+ * versions named); ONYX_ERR_INVALID_ARG for a missing domain, op_type, infer or forward, a bad
+ * opset range, or an op whose range overlaps one already registered for the same domain and
+ * op_type; ONYX_ERR_NOMEM.
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_registry_add_op(onyx_registry *reg,
+                                                         const onyx_custom_op *op);
+/* Number of ops in the registry. */
+ONYX_API size_t onyx_registry_op_count(const onyx_registry *reg);
+/* Message of the last failed call on reg ("" if none). Owned by reg; valid until the next call. */
+ONYX_API const char *onyx_registry_errmsg(const onyx_registry *reg);
+
+/* The function a plugin exports; onyx_plugin_load calls it once with ONYX_PLUGIN_ABI_VERSION.
+ * It adds the plugin's ops with onyx_registry_add_op and returns ONYX_OK, or the first error
+ * (then onyx removes the ops it added). A plugin that cannot work with onyx's plugin ABI version
+ * returns ONYX_ERR_UNSUPPORTED. */
+typedef onyx_status (*onyx_plugin_register_fn)(onyx_registry *reg, uint32_t abi_version);
+#define ONYX_PLUGIN_ENTRY_POINT "onyx_plugin_register"
+
+/*
+ * Loads the shared library at path (dlopen; a path without '/' is searched for as dlopen does)
+ * and calls its onyx_plugin_register(). The library stays loaded until the registry is
+ * destroyed; loading the same library into the same registry again does nothing. Errors (in err,
+ * which may be NULL, and onyx_registry_errmsg) name the library: ONYX_ERR_IO (it cannot be
+ * loaded: missing, not a shared library, unresolved symbols: the loader's message is quoted),
+ * ONYX_ERR_INVALID_ARG (no onyx_plugin_register), ONYX_ERR_UNSUPPORTED (an ABI version
+ * mismatch, both versions named), or what the plugin returned. On failure the registry is as it
+ * was.
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_plugin_load(onyx_registry *reg, const char *path,
+                                                     onyx_error *err);
 
 /* ---- tensor files ------------------------------------------------------------------------- */
 
@@ -353,6 +626,12 @@ typedef struct onyx_train_options {
      * MatMul (for models exported without their Dropout); the nodes stay in the export, where
      * they are off in inference. */
     float add_dropout;
+    /* Custom operators for loading the model (and checkpoints of it); NULL: built-in ops only.
+     * Must outlive the trainer. A custom op takes part in training when it has a backward. */
+    const onyx_registry *registry;
+    onyx_log_fn log; /* NULL: no logging. The model's load is logged as for onyx_model_load_ex;
+                      * INFO: the parameters left frozen because they do not reach the loss */
+    void *log_user;  /* given to log */
 } onyx_train_options;
 
 ONYX_API void onyx_train_options_init(onyx_train_options *opt);

@@ -48,6 +48,8 @@ onyx_status onyx_session_create(const onyx_model *model, const onyx_session_opti
     s->m = model;
     s->mode = opt->mode;
     s->threads = opt->threads;
+    s->log = opt->log;
+    s->log_user = opt->log_user;
     onyx_rng_seed(&s->rng, opt->seed);
     s->vals = onyx_calloc(nv, sizeof(onyx_tensor));
     s->buf = onyx_calloc(nv, sizeof(void *));
@@ -91,15 +93,17 @@ void onyx_session_destroy(onyx_session *s)
     free(s->fed);
     free(s->in);
     free(s->out);
+    free(s->in_bind);
+    free(s->out_bind);
+    free(s->in_bound);
+    free(s->out_bound);
     free(s);
 }
 
 onyx_status onyx_session_set_mode(onyx_session *s, onyx_mode mode)
 {
-    if (!mode_valid(mode)) {
-        snprintf(s->errmsg, sizeof s->errmsg, "unknown mode %d", (int)mode);
-        return ONYX_ERR_INVALID_ARG;
-    }
+    if (!mode_valid(mode))
+        return onyx_session_fail(s, ONYX_ERR_INVALID_ARG, "unknown mode %d", (int)mode);
     s->mode = mode;
     return ONYX_OK;
 }
@@ -125,6 +129,8 @@ onyx_status onyx_session_fail(onyx_session *s, onyx_status code, const char *fmt
     va_start(ap, fmt);
     vsnprintf(s->errmsg, sizeof s->errmsg, fmt, ap);
     va_end(ap);
+    if (s->log != NULL)
+        s->log(s->log_user, ONYX_LOG_ERROR, s->errmsg);
     return code;
 }
 
@@ -178,13 +184,29 @@ static onyx_status check_input(onyx_session *s, int v, const onyx_tensor *t)
     return ONYX_OK;
 }
 
-static onyx_status bind_inputs(onyx_session *s, size_t n_in, const char *const *in_names,
-                               const onyx_tensor *inputs)
+/* The graph input called name, or -1 after failing with a message listing the inputs. */
+static int find_input(onyx_session *s, const char *name)
 {
     const onyx_model *m = s->m;
-    if (n_in > 0 && (in_names == NULL || inputs == NULL))
-        return onyx_session_fail(s, ONYX_ERR_INVALID_ARG,
-                                 "onyx_session_run: in_names or inputs is NULL");
+    int v = onyx_model_find_value(m, name);
+    if (v >= 0 && m->values[v].is_graph_input)
+        return v;
+    char list[256];
+    size_t used = 0;
+    list[0] = '\0';
+    for (int i = 0; i < m->n_inputs && used < sizeof list; i++)
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "",
+                                 m->values[m->inputs[i]].name);
+    onyx_session_fail(s, ONYX_ERR_INVALID_ARG, "\"%s\" is not an input of the model (inputs: %s)",
+                      name, m->n_inputs ? list : "none");
+    return -1;
+}
+
+/* Starts a run: constants (initializers, values folded at load) take their model values and
+ * nothing is fed yet. */
+static void reset_values(onyx_session *s)
+{
+    const onyx_model *m = s->m;
     for (int i = 0; i < m->n_values; i++) {
         const onyx_value *v = &m->values[i];
         s->fed[i] = false;
@@ -194,23 +216,24 @@ static onyx_status bind_inputs(onyx_session *s, size_t n_in, const char *const *
         if (s->bound[i] != NULL)
             s->vals[i].data = s->bound[i];
     }
+}
+
+static onyx_status bind_inputs(onyx_session *s, size_t n_in, const char *const *in_names,
+                               const onyx_tensor *inputs)
+{
+    const onyx_model *m = s->m;
+    if (n_in > 0 && (in_names == NULL || inputs == NULL))
+        return onyx_session_fail(s, ONYX_ERR_INVALID_ARG,
+                                 "onyx_session_run: in_names or inputs is NULL");
+    reset_values(s);
     for (size_t k = 0; k < n_in; k++) {
         const char *name = in_names[k];
         if (name == NULL)
             return onyx_session_fail(s, ONYX_ERR_INVALID_ARG,
                                      "onyx_session_run: input name %zu is NULL", k);
-        int v = onyx_model_find_value(m, name);
-        if (v < 0 || !m->values[v].is_graph_input) {
-            char list[256];
-            size_t used = 0;
-            list[0] = '\0';
-            for (int i = 0; i < m->n_inputs && used < sizeof list; i++)
-                used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "",
-                                         m->values[m->inputs[i]].name);
-            return onyx_session_fail(s, ONYX_ERR_INVALID_ARG,
-                                     "\"%s\" is not an input of the model (inputs: %s)", name,
-                                     m->n_inputs ? list : "none");
-        }
+        int v = find_input(s, name);
+        if (v < 0)
+            return ONYX_ERR_INVALID_ARG;
         if (s->fed[v])
             return onyx_session_fail(s, ONYX_ERR_INVALID_ARG, "input \"%s\" is given twice", name);
         onyx_status st = check_input(s, v, &inputs[k]);
@@ -269,6 +292,18 @@ static onyx_status node_memory(onyx_session *s, int i, onyx_kctx *ctx)
     return ONYX_OK;
 }
 
+/* A bound output buffer that does not fit the value r. */
+static onyx_status bound_mismatch(onyx_session *s, int v, const onyx_tensor *r)
+{
+    const onyx_tensor *b = &s->out_bind[v];
+    char want[128];
+    char got[128];
+    return onyx_session_fail(
+        s, ONYX_ERR_SHAPE, "output \"%s\" is %s %s, but the buffer bound to it is %s %s",
+        s->m->values[v].name, onyx_dtype_name(r->dtype), onyx_shape_str(r, want, sizeof want),
+        onyx_dtype_name(b->dtype), onyx_shape_str(b, got, sizeof got));
+}
+
 static onyx_status run_nodes(onyx_session *s)
 {
     const onyx_model *m = s->m;
@@ -308,10 +343,24 @@ static onyx_status run_nodes(onyx_session *s)
                     s, ONYX_ERR_SHAPE, "node \"%s\" (%s): output \"%s\" of shape %s is too large",
                     n->name, n->op_type, m->values[v].name, onyx_shape_str(o, sh, sizeof sh));
             }
+            if (s->use_out_bind && s->out_bound[v]) {
+                /* Zero copy: the node writes into the caller's buffer. */
+                const onyx_tensor *b = &s->out_bind[v];
+                if (b->dtype != o->dtype || !onyx_shape_equal(b, o))
+                    return bound_mismatch(s, v, o);
+                o->data = b->data;
+                s->vals[v] = *o;
+                continue;
+            }
             size_t nb = (size_t)numel * onyx_dtype_size(o->dtype);
+            void *before = s->buf[v];
             if (!grow(&s->buf[v], &s->cap[v], nb))
                 return onyx_session_fail(s, ONYX_ERR_NOMEM, "out of memory for \"%s\" (%zu bytes)",
                                          m->values[v].name, nb);
+            if (s->buf[v] != before)
+                onyx_logf(s->log, s->log_user, ONYX_LOG_DEBUG,
+                          "session: %zu bytes for \"%s\" (node \"%s\", %s)", s->cap[v],
+                          m->values[v].name, n->name, n->op_type);
             o->data = s->buf[v];
             s->vals[v] = *o;
         }
@@ -413,5 +462,148 @@ onyx_status onyx_session_bind(onyx_session *s, int v, void *data)
                 dep[n->out[j]] = d;
     }
     free(dep);
+    return ONYX_OK;
+}
+
+/* ---- zero-copy bindings ------------------------------------------------------------------- */
+
+static onyx_status bind_arrays(onyx_session *s)
+{
+    if (s->in_bind != NULL)
+        return ONYX_OK;
+    size_t nv = (size_t)s->m->n_values + 1;
+    s->in_bind = onyx_calloc(nv, sizeof(onyx_tensor));
+    s->out_bind = onyx_calloc(nv, sizeof(onyx_tensor));
+    s->in_bound = onyx_calloc(nv, sizeof(bool));
+    s->out_bound = onyx_calloc(nv, sizeof(bool));
+    if (!s->in_bind || !s->out_bind || !s->in_bound || !s->out_bound) {
+        free(s->in_bind);
+        free(s->out_bind);
+        free(s->in_bound);
+        free(s->out_bound);
+        s->in_bind = s->out_bind = NULL;
+        s->in_bound = s->out_bound = NULL;
+        return onyx_session_fail(s, ONYX_ERR_NOMEM, "out of memory");
+    }
+    return ONYX_OK;
+}
+
+onyx_status onyx_session_bind_input(onyx_session *s, const char *name, const onyx_tensor *t)
+{
+    if (s == NULL)
+        return ONYX_ERR_INVALID_ARG;
+    s->errmsg[0] = '\0';
+    if (name == NULL)
+        return onyx_session_fail(s, ONYX_ERR_INVALID_ARG, "onyx_session_bind_input: name is NULL");
+    int v = find_input(s, name);
+    if (v < 0)
+        return ONYX_ERR_INVALID_ARG;
+    onyx_status st = bind_arrays(s);
+    if (st != ONYX_OK)
+        return st;
+    if (t == NULL) {
+        s->in_bound[v] = false;
+        return ONYX_OK;
+    }
+    st = check_input(s, v, t);
+    if (st != ONYX_OK)
+        return st;
+    s->in_bind[v] = *t;
+    s->in_bound[v] = true;
+    return ONYX_OK;
+}
+
+onyx_status onyx_session_bind_output(onyx_session *s, const char *name, const onyx_tensor *t)
+{
+    if (s == NULL)
+        return ONYX_ERR_INVALID_ARG;
+    s->errmsg[0] = '\0';
+    const onyx_model *m = s->m;
+    if (name == NULL)
+        return onyx_session_fail(s, ONYX_ERR_INVALID_ARG, "onyx_session_bind_output: name is NULL");
+    int v = onyx_model_find_value(m, name);
+    if (v < 0)
+        return onyx_session_fail(s, ONYX_ERR_INVALID_ARG, "\"%s\" is not a value of the model",
+                                 name);
+    onyx_status st = bind_arrays(s);
+    if (st != ONYX_OK)
+        return st;
+    if (t == NULL) {
+        s->out_bound[v] = false;
+        return ONYX_OK;
+    }
+    char got[128];
+    char want[128];
+    int64_t numel;
+    if (t->dtype == ONYX_DTYPE_UNDEFINED || onyx_dtype_size(t->dtype) == 0 || t->rank < 0 ||
+        t->rank > ONYX_MAX_RANK ||
+        !onyx_shape_numel(t->dims, t->rank, onyx_dtype_size(t->dtype), &numel))
+        return onyx_session_fail(s, ONYX_ERR_INVALID_ARG,
+                                 "the buffer bound to output \"%s\" is %s of rank %d: not a "
+                                 "tensor onyx can write",
+                                 name, onyx_dtype_name(t->dtype), t->rank);
+    if (numel > 0 && t->data == NULL)
+        return onyx_session_fail(s, ONYX_ERR_INVALID_ARG,
+                                 "the buffer bound to output \"%s\" has no data", name);
+    /* What the model knows statically must fit already; the rest is checked by each run. */
+    const onyx_tensor *d = &m->values[v].info;
+    bool bad = d->dtype != ONYX_DTYPE_UNDEFINED && d->dtype != t->dtype;
+    bad = bad || (d->rank >= 0 && d->rank != t->rank);
+    for (int i = 0; !bad && d->rank >= 0 && i < d->rank; i++)
+        bad = d->dims[i] >= 0 && d->dims[i] != t->dims[i];
+    if (bad)
+        return onyx_session_fail(s, ONYX_ERR_SHAPE,
+                                 "output \"%s\" is %s %s, but the buffer bound to it is %s %s",
+                                 name, onyx_dtype_name(d->dtype),
+                                 onyx_shape_str(d, want, sizeof want), onyx_dtype_name(t->dtype),
+                                 onyx_shape_str(t, got, sizeof got));
+    s->out_bind[v] = *t;
+    s->out_bound[v] = true;
+    return ONYX_OK;
+}
+
+void onyx_session_unbind_all(onyx_session *s)
+{
+    if (s == NULL || s->in_bind == NULL)
+        return;
+    memset(s->in_bound, 0, sizeof(bool) * (size_t)s->m->n_values);
+    memset(s->out_bound, 0, sizeof(bool) * (size_t)s->m->n_values);
+}
+
+onyx_status onyx_session_run_bound(onyx_session *s)
+{
+    if (s == NULL)
+        return ONYX_ERR_INVALID_ARG;
+    s->errmsg[0] = '\0';
+    const onyx_model *m = s->m;
+    reset_values(s);
+    if (s->in_bind != NULL)
+        for (int v = 0; v < m->n_values; v++)
+            if (s->in_bound[v]) {
+                s->fed[v] = true;
+                s->vals[v] = s->in_bind[v];
+            }
+    for (int i = 0; i < m->n_inputs; i++)
+        if (!s->fed[m->inputs[i]])
+            return onyx_session_fail(s, ONYX_ERR_INVALID_ARG,
+                                     "input \"%s\" is not bound (onyx_session_bind_input)",
+                                     m->values[m->inputs[i]].name);
+    s->use_out_bind = s->out_bound != NULL;
+    onyx_status st = run_nodes(s);
+    s->use_out_bind = false;
+    if (st != ONYX_OK || s->out_bound == NULL)
+        return st;
+    /* Values no node computed in this run (inputs passed through, initializers, constants
+     * folded at load) are copied: there was no node to write them in place. */
+    for (int v = 0; v < m->n_values; v++) {
+        if (!s->out_bound[v] || s->vals[v].data == s->out_bind[v].data)
+            continue;
+        const onyx_tensor *r = &s->vals[v];
+        if (r->dtype != s->out_bind[v].dtype || !onyx_shape_equal(r, &s->out_bind[v]))
+            return bound_mismatch(s, v, r);
+        size_t nb = onyx_nbytes(r);
+        if (nb)
+            memcpy(s->out_bind[v].data, r->data, nb);
+    }
     return ONYX_OK;
 }

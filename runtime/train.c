@@ -300,11 +300,20 @@ static onyx_status setup_params(onyx_trainer *t, onyx_error *err)
     }
     onyx_grad_reach(m, t->root, to_root);
     size_t off = 0;
+    int n_unreached = 0;
     for (int v = 0; v < m->n_values; v++) {
         const onyx_value *val = &m->values[v];
-        if (val->kind != ONYX_VALUE_INITIALIZER || !to_root[v] || val->info.rank < 1 ||
+        if (val->kind != ONYX_VALUE_INITIALIZER || val->info.rank < 1 ||
             !onyx_dtype_is_float(val->info.dtype) || frozen(t, val->name))
             continue;
+        if (!to_root[v]) {
+            n_unreached++;
+            onyx_logf(t->opt.log, t->opt.log_user, ONYX_LOG_INFO,
+                      "%s: parameter \"%s\" left frozen: it does not reach output \"%s\" through "
+                      "differentiable inputs",
+                      m->name, val->name, m->values[t->out_v].name);
+            continue;
+        }
         if (val->info.dtype != ONYX_DTYPE_F32) {
             st = onyx_err(err, ONYX_ERR_UNSUPPORTED,
                           "%s: parameter \"%s\" is %s; onyx trains float32 parameters (freeze "
@@ -326,6 +335,14 @@ static onyx_status setup_params(onyx_trainer *t, onyx_error *err)
                       t->opt.n_freeze ? " (or all are frozen)" : "");
         goto done;
     }
+    int64_t n_values = 0;
+    for (int k = 0; k < t->n_params; k++)
+        n_values += t->param_numel[k];
+    onyx_logf(t->opt.log, t->opt.log_user, ONYX_LOG_INFO,
+              "%s: training %d parameter tensor%s (%lld values); %d left frozen because they do "
+              "not reach the loss",
+              m->name, t->n_params, t->n_params == 1 ? "" : "s", (long long)n_values,
+              n_unreached);
     /* Stateful inputs of ops with update_state that are initializers and not trained. */
     for (int i = 0; i < m->n_nodes; i++) {
         const onyx_node *n = &m->nodes[i];
@@ -439,7 +456,12 @@ onyx_status onyx_trainer_create(const char *model_path, const onyx_train_options
         t->src = with;
         t->src_size = with_size;
     }
-    st = onyx_model_load_buffer(t->src, t->src_size, t->base_dir, model_path, &t->m, err);
+    onyx_load_options lo;
+    onyx_load_options_init(&lo);
+    lo.registry = opt->registry;
+    lo.log = opt->log;
+    lo.log_user = opt->log_user;
+    st = onyx_model_load_buffer_ex(t->src, t->src_size, t->base_dir, model_path, &lo, &t->m, err);
     if (st != ONYX_OK)
         goto fail;
     const onyx_model *m = t->m;
@@ -1199,7 +1221,10 @@ onyx_status onyx_trainer_load(onyx_trainer *t, const char *path)
     if (st != ONYX_OK)
         return tfail(t, st, "%s", err.msg);
     /* The checkpoint's model must be ours: same trained parameters, same shapes. */
-    st = onyx_model_load_buffer(model_bytes, model_size, NULL, path, &cm, &err);
+    onyx_load_options lo;
+    onyx_load_options_init(&lo);
+    lo.registry = t->opt.registry; /* a model with custom ops needs them to load */
+    st = onyx_model_load_buffer_ex(model_bytes, model_size, NULL, path, &lo, &cm, &err);
     if (st != ONYX_OK) {
         tfail(t, ONYX_ERR_INVALID_MODEL, "%s: model.onnx: %s", path, err.msg);
         goto done;

@@ -70,6 +70,17 @@ bool cli_parse_double(const char *s, double min, double max, double *out);
 bool cli_parse_mode(const char *s, onyx_mode *mode);
 const char *cli_mode_name(onyx_mode mode);
 
+/* Creates *reg holding the custom ops of the plugin libraries paths[n] (--plugin FILE; a name
+ * without '/' that is a file of the current folder is loaded from there), logging with cli_log
+ * when verbose. n == 0 leaves *reg NULL: no registry needed. Prints the problem and returns
+ * CLI_FAIL when a plugin cannot be loaded. The caller destroys *reg after every model loaded
+ * with it (defined in plugins.c). */
+int cli_load_plugins(const char *cmd, const char *const *paths, size_t n, bool verbose,
+                     onyx_registry **reg);
+/* A log callback (--verbose): "onyx <cmd>: <level>: <message>" on stderr for warnings, info
+ * and debug messages (errors are reported by the command); user is the command's name. */
+void cli_log(void *user, onyx_log_level level, const char *msg);
+
 /* Element i of data (of dtype dt) as a double; exact for every integer up to 2^53. */
 double cli_load_f64(onyx_dtype dt, const void *data, int64_t i);
 /* "[batch,64]" for a value info (symbolic dims by name, unknown as '?', unknown rank "?"). */

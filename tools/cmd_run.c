@@ -24,6 +24,9 @@ static const char HELP[] =
     "                           statistics / Dropout on and batch statistics / as the graph says\n"
     "  --seed N                 seed of the session's random numbers (default 0)\n"
     "  --show N                 print up to N values of each output (default 8)\n"
+    "  --plugin FILE            load custom operators from the plugin library FILE (repeat for\n"
+    "                           each)\n"
+    "  -v, --verbose            print what the library logs (warnings, info, debug) on stderr\n"
     "  -h, --help               show this help\n";
 
 typedef struct run_input {
@@ -147,8 +150,14 @@ int cmd_run(int argc, char **argv)
     int64_t show = 8;
     run_input *ins = calloc((size_t)argc, sizeof(*ins)); /* at most one per argument */
     size_t n_ins = 0;
-    if (ins == NULL)
+    const char **plugins = calloc((size_t)argc, sizeof(*plugins));
+    size_t n_plugins = 0;
+    bool verbose = false;
+    if (ins == NULL || plugins == NULL) {
+        free(ins);
+        free(plugins);
         return cli_fail(a.cmd, "out of memory");
+    }
 
     int rc = CLI_OK;
     while (cli_more(&a) && rc == CLI_OK) {
@@ -156,10 +165,15 @@ int cmd_run(int argc, char **argv)
         if (cli_flag(&a, "--help", "-h")) {
             fputs(HELP, stdout);
             free(ins);
+            free(plugins);
             return CLI_OK;
         }
         if (cli_option(&a, "--input", "-i", &v)) {
             ins[n_ins++].arg = v;
+        } else if (cli_option(&a, "--plugin", NULL, &v)) {
+            plugins[n_plugins++] = v;
+        } else if (cli_flag(&a, "--verbose", "-v")) {
+            verbose = true;
         } else if (cli_option(&a, "--output-dir", "-o", &v)) {
             out_dir = v;
         } else if (cli_option(&a, "--format", NULL, &v)) {
@@ -196,9 +210,11 @@ int cmd_run(int argc, char **argv)
         rc = cli_usage(a.cmd, "missing MODEL");
     if (rc != CLI_OK) {
         free(ins);
+        free(plugins);
         return rc;
     }
 
+    onyx_registry *reg = NULL;
     onyx_model *m = NULL;
     onyx_session *s = NULL;
     const char **in_names = NULL;
@@ -208,7 +224,17 @@ int cmd_run(int argc, char **argv)
     onyx_error err = {ONYX_OK, ""};
     size_t n_graph_in = 0;
     size_t n_out = 0;
-    if (onyx_model_load(model_path, &m, &err) != ONYX_OK) {
+    onyx_load_options lo;
+    onyx_load_options_init(&lo);
+    if (verbose) {
+        lo.log = opt.log = cli_log;
+        lo.log_user = opt.log_user = (void *)a.cmd;
+    }
+    rc = cli_load_plugins(a.cmd, plugins, n_plugins, verbose, &reg);
+    if (rc != CLI_OK)
+        goto done;
+    lo.registry = reg;
+    if (onyx_model_load_ex(model_path, &lo, &m, &err) != ONYX_OK) {
         rc = cli_fail(a.cmd, "%s", err.msg);
         goto done;
     }
@@ -320,5 +346,7 @@ done:
     free(in_names);
     free(in_tensors);
     onyx_model_destroy(m);
+    onyx_registry_destroy(reg); /* after the model, which runs its code */
+    free(plugins);
     return rc;
 }

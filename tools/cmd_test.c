@@ -45,11 +45,14 @@ static const char HELP[] =
     "  --rtol X, --atol X       tolerances (default 1e-3 and 1e-7)\n"
     "  --timeout SEC            a case running longer fails (default 300; 0 = no limit)\n"
     "  --no-fork                run cases in this process (for debuggers); a crash ends the run\n"
+    "  --plugin FILE            load custom operators from the plugin library FILE (repeat for\n"
+    "                           each)\n"
     "  -q, --quiet              print only failures and the summary\n"
     "  -h, --help               show this help\n";
 
 typedef struct test_opts {
     onyx_session_options sess;
+    const onyx_registry *registry; /* --plugin ops, or NULL */
     double rtol;
     double atol;
     int64_t timeout;
@@ -320,7 +323,10 @@ static void run_case(const test_opts *o, const char *dir, case_result *r)
     onyx_error err = {ONYX_OK, ""};
     size_t n_sets = 0;
     char **sets = NULL;
-    if (onyx_model_load(model_path, &m, &err) != ONYX_OK) {
+    onyx_load_options lo;
+    onyx_load_options_init(&lo);
+    lo.registry = o->registry;
+    if (onyx_model_load_ex(model_path, &lo, &m, &err) != ONYX_OK) {
         set_reason(r, "%s", err.msg);
         goto done;
     }
@@ -567,6 +573,9 @@ int cmd_test(int argc, char **argv)
     o.timeout = 300;
     o.fork = true;
     o.quiet = false;
+    o.registry = NULL;
+    const char **plugins = NULL;
+    size_t n_plugins = 0;
     const char *list_path = NULL;
     const char *root = NULL;
     case_list cases = {NULL, NULL, 0, 0};
@@ -575,16 +584,23 @@ int cmd_test(int argc, char **argv)
     /* Operands are collected first: --root may come after them. */
     char **operands = calloc((size_t)argc + 1, sizeof(*operands));
     size_t n_operands = 0;
-    if (operands == NULL)
+    plugins = calloc((size_t)argc + 1, sizeof(*plugins));
+    if (operands == NULL || plugins == NULL) {
+        free(operands);
+        free(plugins);
         return cli_fail(a.cmd, "out of memory");
+    }
     while (cli_more(&a) && rc == CLI_OK) {
         const char *v;
         if (cli_flag(&a, "--help", "-h")) {
             fputs(HELP, stdout);
             free(operands);
+            free(plugins);
             return CLI_OK;
         }
-        if (cli_flag(&a, "--no-fork", NULL)) {
+        if (cli_option(&a, "--plugin", NULL, &v)) {
+            plugins[n_plugins++] = v;
+        } else if (cli_flag(&a, "--no-fork", NULL)) {
             o.fork = false;
         } else if (cli_flag(&a, "--quiet", "-q")) {
             o.quiet = true;
@@ -626,6 +642,12 @@ int cmd_test(int argc, char **argv)
         if (!add_case(&cases, root, operands[i]))
             rc = cli_fail(a.cmd, "out of memory");
     free(operands);
+    /* Loaded once, before the cases fork: every child inherits the registry. */
+    onyx_registry *reg = NULL;
+    if (rc == CLI_OK)
+        rc = cli_load_plugins(a.cmd, plugins, n_plugins, false, &reg);
+    free(plugins);
+    o.registry = reg;
     if (rc != CLI_OK) {
         list_free(&cases);
         return rc;
@@ -641,5 +663,6 @@ int cmd_test(int argc, char **argv)
     }
     printf("%zu passed, %zu failed\n", passed, failed);
     list_free(&cases);
+    onyx_registry_destroy(reg);
     return failed > 0 ? CLI_FAIL : CLI_OK;
 }

@@ -75,6 +75,10 @@ static const char HELP[] =
     "                         [,\"val_loss\",\"val_accuracy\"]}; epochs count from 1, and\n"
     "                         train_loss is the mean over the epoch's steps run by this process\n"
     "  --log-every N          log every N steps (default: 1 with --json, else 10% of an epoch)\n"
+    "plugins:\n"
+    "  --plugin FILE          load custom operators from the plugin library FILE (repeatable);\n"
+    "                         a custom op trains when the plugin gives it a backward\n"
+    "  -v, --verbose          print what the library logs (the parameters it leaves frozen...)\n"
     "  -h, --help             show this help\n"
     "\n"
     "On a terminal a progress bar is redrawn per epoch; otherwise plain lines. Ctrl-C finishes\n"
@@ -110,6 +114,9 @@ typedef struct train_cfg {
     double add_dropout;
     const char **freeze;
     size_t n_freeze;
+    const char **plugins;
+    size_t n_plugins;
+    bool verbose;
     int64_t epochs;
     int64_t batch;
     bool shuffle;
@@ -162,7 +169,8 @@ static int parse_args(int argc, char **argv, train_cfg *c)
     bool momentum_set = false;
     bool step_opts = false;
     c->freeze = calloc((size_t)argc + 1, sizeof(*c->freeze));
-    if (c->freeze == NULL)
+    c->plugins = calloc((size_t)argc + 1, sizeof(*c->plugins));
+    if (c->freeze == NULL || c->plugins == NULL)
         return cli_fail(cmd, "out of memory");
     while (cli_more(&a)) {
         const char *v;
@@ -234,6 +242,10 @@ static int parse_args(int argc, char **argv, train_cfg *c)
                 return cli_usage(cmd, "--add-dropout must be a ratio in (0, 1), not '%s'", v);
         } else if (cli_option(&a, "--freeze", NULL, &v)) {
             c->freeze[c->n_freeze++] = v;
+        } else if (cli_option(&a, "--plugin", NULL, &v)) {
+            c->plugins[c->n_plugins++] = v;
+        } else if (cli_flag(&a, "--verbose", "-v")) {
+            c->verbose = true;
         } else if (cli_option(&a, "--epochs", NULL, &v)) {
             if (!cli_parse_i64(v, 1, INT64_MAX / 2, &c->epochs))
                 return cli_usage(cmd, "--epochs must be a positive integer, not '%s'", v);
@@ -985,6 +997,7 @@ int cmd_train(int argc, char **argv)
     int rc = parse_args(argc, argv, &c);
     if (rc != CLI_OK) {
         free(c.freeze);
+        free(c.plugins);
         return rc < 0 ? CLI_OK : rc;
     }
 
@@ -993,6 +1006,7 @@ int cmd_train(int argc, char **argv)
     r.cmd = cmd;
     r.c = &c;
     onyx_model *m = NULL;
+    onyx_registry *reg = NULL;
     onyx_error err = {ONYX_OK, ""};
     char resume_path[4096] = "";
     onyx_checkpoint_info ck;
@@ -1028,7 +1042,13 @@ int cmd_train(int argc, char **argv)
     }
     r.classes = r.loss == ONYX_LOSS_CE || r.loss == ONYX_LOSS_NLL;
 
-    if (onyx_model_load(c.model, &m, &err) != ONYX_OK) {
+    rc = cli_load_plugins(cmd, c.plugins, c.n_plugins, c.verbose, &reg);
+    if (rc != CLI_OK)
+        goto done;
+    onyx_load_options lo;
+    onyx_load_options_init(&lo);
+    lo.registry = reg;
+    if (onyx_model_load_ex(c.model, &lo, &m, &err) != ONYX_OK) {
         rc = cli_fail(cmd, "%s", err.msg);
         goto done;
     }
@@ -1066,6 +1086,11 @@ int cmd_train(int argc, char **argv)
     opt.freeze = c.freeze;
     opt.n_freeze = c.n_freeze;
     opt.seed = c.seed;
+    opt.registry = reg;
+    if (c.verbose) {
+        opt.log = cli_log;
+        opt.log_user = (void *)cmd;
+    }
     if (onyx_trainer_create(c.model, &opt, &r.t, &err) != ONYX_OK) {
         rc = cli_fail(cmd, "%s", err.msg);
         goto done;
@@ -1149,6 +1174,8 @@ done:
     data_free(&r.val);
     onyx_trainer_destroy(r.t);
     onyx_model_destroy(m);
+    onyx_registry_destroy(reg); /* after the model and trainer, which run its code */
     free(c.freeze);
+    free(c.plugins);
     return rc;
 }

@@ -1,8 +1,11 @@
 /* test_session.c — the public API end to end on tests/bad/valid_small.onnx
  * (Gemm -> Relu -> Mul by a Constant -> Reshape -> Softmax), against a reference computed here in
  * double precision; every misuse of run gives a clear error and leaves the session usable; repeated
- * runs with the same shapes allocate nothing (malloc and friends are wrapped at link time). */
+ * runs with the same shapes allocate nothing (malloc and friends are wrapped at link time);
+ * zero-copy runs with bound buffers write the output in place (internal.h is included only to
+ * see that the session never allocated a buffer of its own for it) and allocate nothing. */
 #include "check.h"
+#include "internal.h"
 #include "onyx.h"
 
 #include <math.h>
@@ -206,6 +209,107 @@ static void check_no_allocation(onyx_session *s)
     printf("allocations in 10 repeated runs: %ld\n", n_allocs - before);
 }
 
+/* Zero-copy: bound input and output buffers; the Softmax writes into the caller's y. */
+static void check_bound(const onyx_model *m)
+{
+    onyx_session *s = NULL;
+    onyx_error err;
+    CHECK_OK(onyx_session_create(m, NULL, &s, &err), err.msg);
+    if (s == NULL)
+        return;
+    float x[12];
+    for (int i = 0; i < 12; i++)
+        x[i] = (float)((i * 5 % 7) - 3) * 0.4f;
+    float y[9];
+    onyx_tensor xt = {ONYX_DTYPE_F32, 2, {3, 4}, x};
+    onyx_tensor yt = {ONYX_DTYPE_F32, 2, {3, 3}, y};
+    CHECK(onyx_session_run_bound(s) == ONYX_ERR_INVALID_ARG);
+    CHECK_MSG(onyx_session_errmsg(s), "input \"x\" is not bound (onyx_session_bind_input)");
+    CHECK_OK(onyx_session_bind_input(s, "x", &xt), onyx_session_errmsg(s));
+    CHECK_OK(onyx_session_bind_output(s, "y", &yt), onyx_session_errmsg(s));
+    CHECK_OK(onyx_session_run_bound(s), onyx_session_errmsg(s));
+    double ref[9];
+    reference(x, 3, ref);
+    for (int i = 0; i < 9; i++)
+        CHECK_NEAR(y[i], ref[i]);
+    int vy = -1;
+    for (int v = 0; v < m->n_values; v++)
+        if (strcmp(m->values[v].name, "y") == 0)
+            vy = v;
+    CHECK(vy >= 0 && s->buf[vy] == NULL); /* no session buffer: nothing to copy from */
+    CHECK(vy >= 0 && s->vals[vy].data == y);
+
+    /* new contents, same buffers: no allocation, right answers */
+    long before = n_allocs;
+    int wrong = 0;
+    for (int r = 0; r < 10; r++) {
+        for (int i = 0; i < 12; i++)
+            x[i] = (float)(((i + r) * 3 % 11) - 5) * 0.25f;
+        CHECK_OK(onyx_session_run_bound(s), onyx_session_errmsg(s));
+        reference(x, 3, ref);
+        for (int i = 0; i < 9; i++)
+            wrong += !(fabs(y[i] - ref[i]) <= 1e-6 + 1e-5 * fabs(ref[i]));
+    }
+    CHECK(wrong == 0);
+    CHECK(n_allocs == before);
+    printf("allocations in 10 bound runs: %ld\n", n_allocs - before);
+
+    /* values no node computes are copied: an initializer, a constant folded at load */
+    float w1[12];
+    float c[1] = {0};
+    onyx_tensor w1t = {ONYX_DTYPE_F32, 2, {3, 4}, w1};
+    CHECK_OK(onyx_session_bind_output(s, "w1", &w1t), onyx_session_errmsg(s));
+    CHECK_OK(onyx_session_bind_output(s, "c", &(onyx_tensor){ONYX_DTYPE_F32, 1, {1}, c}),
+             onyx_session_errmsg(s));
+    CHECK_OK(onyx_session_run_bound(s), onyx_session_errmsg(s));
+    CHECK(c[0] == 2.0f);
+    CHECK_NEAR(w1[5], 0.5);
+
+    /* onyx_session_run ignores the bindings */
+    float before_y0 = y[0];
+    float other[12] = {0};
+    onyx_tensor ot = {ONYX_DTYPE_F32, 2, {3, 4}, other};
+    const char *names[] = {"x"};
+    onyx_tensor out;
+    memset(&out, 0, sizeof out);
+    CHECK_OK(onyx_session_run(s, 1, names, &ot, 1, NULL, &out), onyx_session_errmsg(s));
+    CHECK(out.data != y && y[0] == before_y0);
+
+    /* errors: at bind time what the model knows, at run time the actual shapes */
+    int64_t xi[12] = {0};
+    CHECK(onyx_session_bind_input(s, "nope", &xt) == ONYX_ERR_INVALID_ARG);
+    CHECK_MSG(onyx_session_errmsg(s), "\"nope\" is not an input of the model (inputs: x)");
+    CHECK(onyx_session_bind_input(s, "x", &(onyx_tensor){ONYX_DTYPE_I64, 2, {3, 4}, xi}) ==
+          ONYX_ERR_SHAPE);
+    CHECK_MSG(onyx_session_errmsg(s), "input \"x\" has dtype int64, expected float32");
+    CHECK(onyx_session_bind_output(s, "nope", &yt) == ONYX_ERR_INVALID_ARG);
+    CHECK_MSG(onyx_session_errmsg(s), "\"nope\" is not a value of the model");
+    CHECK(onyx_session_bind_output(s, "y", &(onyx_tensor){ONYX_DTYPE_F32, 1, {9}, y}) ==
+          ONYX_ERR_SHAPE);
+    CHECK_MSG(onyx_session_errmsg(s),
+              "output \"y\" is float32 [?,3], but the buffer bound to it is float32 [9]");
+    CHECK(onyx_session_bind_output(s, "y", &(onyx_tensor){ONYX_DTYPE_F32, 2, {3, 3}, NULL}) ==
+          ONYX_ERR_INVALID_ARG);
+    CHECK_MSG(onyx_session_errmsg(s), "the buffer bound to output \"y\" has no data");
+    CHECK_OK(onyx_session_bind_output(s, "y", &(onyx_tensor){ONYX_DTYPE_F32, 2, {2, 3}, y}),
+             onyx_session_errmsg(s));
+    CHECK(onyx_session_run_bound(s) == ONYX_ERR_SHAPE);
+    CHECK_MSG(onyx_session_errmsg(s), "output \"y\" is float32 [3,3], but the buffer bound to it "
+                                      "is float32 [2,3]");
+    /* an intermediate value bound too, then everything unbound */
+    float h[9];
+    CHECK_OK(onyx_session_bind_output(s, "y", &yt), onyx_session_errmsg(s));
+    CHECK_OK(onyx_session_bind_output(s, "h", &(onyx_tensor){ONYX_DTYPE_F32, 2, {3, 3}, h}),
+             onyx_session_errmsg(s));
+    CHECK_OK(onyx_session_run_bound(s), onyx_session_errmsg(s));
+    CHECK(s->vals[vy].data == y);
+    CHECK_OK(onyx_session_bind_input(s, "x", NULL), onyx_session_errmsg(s));
+    CHECK(onyx_session_run_bound(s) == ONYX_ERR_INVALID_ARG);
+    onyx_session_unbind_all(s);
+    CHECK(onyx_session_run_bound(s) == ONYX_ERR_INVALID_ARG);
+    onyx_session_destroy(s);
+}
+
 int main(void)
 {
     CHECK(strcmp(onyx_version(), ONYX_VERSION_STRING) == 0);
@@ -232,6 +336,7 @@ int main(void)
     check_errors(s);
     check_run(s, 2); /* still usable after errors */
     check_no_allocation(s);
+    check_bound(m);
 
     /* A second session on the same model gives the same results. */
     onyx_session *s2 = NULL;

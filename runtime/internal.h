@@ -67,6 +67,11 @@ bool onyx_shape_equal(const onyx_tensor *a, const onyx_tensor *b);
 int64_t onyx_numel(const onyx_tensor *t); /* dims must be known */
 size_t onyx_nbytes(const onyx_tensor *t); /* dims must be known */
 
+/* Copies caller options (whose first field is their size_t size) over dst, which holds the
+ * defaults: fields the caller's older struct lacks keep them. False when size is 0 (the _init
+ * function was not called) or larger than dst_size (built against a newer onyx.h). */
+bool onyx_options_copy(void *dst, size_t dst_size, const void *src);
+
 /* ---- random numbers (runtime/rng.c) ------------------------------------------------------- */
 
 /* MT19937 exactly as numpy's legacy RandomState: seed with init_genrand(seed), doubles with

@@ -1005,6 +1005,7 @@ static onyx_status load_proto(builder *b, onyx_model *m)
 void onyx_load_options_init(onyx_load_options *opt)
 {
     memset(opt, 0, sizeof(*opt));
+    opt->size = sizeof(*opt);
 }
 
 static onyx_status load_buffer(const void *data, size_t size, const char *base_dir,
@@ -1023,8 +1024,12 @@ onyx_status onyx_model_load_buffer_ex(const void *data, size_t size, const char 
 {
     onyx_load_options defaults;
     onyx_load_options_init(&defaults);
-    if (opt == NULL)
-        opt = &defaults;
+    if (opt != NULL && !onyx_options_copy(&defaults, sizeof defaults, opt))
+        return onyx_err(err, ONYX_ERR_INVALID_ARG,
+                        "onyx_model_load: options.size is %zu: call onyx_load_options_init() first (or the program was "
+                        "built against a newer onyx.h)",
+                        opt->size);
+    opt = &defaults;
     /* A failure is logged too, so a report is needed even when the caller passes none. */
     onyx_error local;
     onyx_error *e = err ? err : &local;
@@ -1120,8 +1125,12 @@ onyx_status onyx_model_load_ex(const char *path, const onyx_load_options *opt, o
 {
     onyx_load_options defaults;
     onyx_load_options_init(&defaults);
-    if (opt == NULL)
-        opt = &defaults;
+    if (opt != NULL && !onyx_options_copy(&defaults, sizeof defaults, opt))
+        return onyx_err(err, ONYX_ERR_INVALID_ARG,
+                        "onyx_model_load: options.size is %zu: call onyx_load_options_init() first (or the program was "
+                        "built against a newer onyx.h)",
+                        opt->size);
+    opt = &defaults;
     onyx_error local;
     onyx_error *e = err ? err : &local;
     onyx_status st = load_file(path, opt, out, e);

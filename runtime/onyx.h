@@ -185,9 +185,13 @@ ONYX_API ONYX_NODISCARD onyx_status onyx_model_load_buffer(const void *data, siz
                                                            onyx_model **out, onyx_error *err);
 ONYX_API void onyx_model_destroy(onyx_model *model);
 
-/* Options of onyx_model_load_ex. Zero-initialise, or call onyx_load_options_init(), then set
- * fields. Everything is borrowed for the duration of the load only, except the registry. */
+/* Options of onyx_model_load_ex. Call onyx_load_options_init(), then set fields. Everything is
+ * borrowed for the duration of the load only, except the registry. */
 typedef struct onyx_load_options {
+    /* sizeof this struct as the caller was compiled: set by the _init function. Later versions
+     * of onyx add fields only at the end, so a program built against an older onyx.h keeps
+     * working with a newer library. */
+    size_t size;
     /* Custom operators, consulted before the built-in ones (NULL: built-in ops only). The
      * models loaded with it point into it: the registry must outlive every model (and trainer)
      * loaded with it. */
@@ -254,8 +258,12 @@ ONYX_API int64_t onyx_model_param_count(const onyx_model *m);
 
 /* ---- sessions ----------------------------------------------------------------------------- */
 
-/* Session options. Zero-initialise, or call onyx_session_options_init(), then set fields. */
+/* Session options. Call onyx_session_options_init(), then set fields. */
 typedef struct onyx_session_options {
+    /* sizeof this struct as the caller was compiled: set by the _init function. Later versions
+     * of onyx add fields only at the end, so a program built against an older onyx.h keeps
+     * working with a newer library. */
+    size_t size;
     onyx_mode mode; /* ONYX_MODE_INFER unless set */
     uint64_t seed;  /* seeds every random choice of the session (Dropout masks) */
     int threads;    /* 0 = the library's default */
@@ -601,6 +609,10 @@ typedef enum onyx_schedule {
 
 /* Options; onyx_train_options_init() sets PyTorch's defaults, then change what you need. */
 typedef struct onyx_train_options {
+    /* sizeof this struct as the caller was compiled: set by the _init function. Later versions
+     * of onyx add fields only at the end, so a program built against an older onyx.h keeps
+     * working with a newer library. */
+    size_t size;
     onyx_loss loss;
     const char *input;  /* graph input fed with the batch; NULL = the first */
     const char *output; /* graph output the loss is attached to; NULL = the first. An output made

@@ -16,6 +16,7 @@
 void onyx_session_options_init(onyx_session_options *opt)
 {
     memset(opt, 0, sizeof(*opt));
+    opt->size = sizeof(*opt);
     opt->mode = ONYX_MODE_INFER;
 }
 
@@ -32,8 +33,12 @@ onyx_status onyx_session_create(const onyx_model *model, const onyx_session_opti
     *out = NULL;
     onyx_session_options defaults;
     onyx_session_options_init(&defaults);
-    if (opt == NULL)
-        opt = &defaults;
+    if (opt != NULL && !onyx_options_copy(&defaults, sizeof defaults, opt))
+        return onyx_err(err, ONYX_ERR_INVALID_ARG,
+                        "onyx_session_create: options.size is %zu: call onyx_session_options_init() first (or the program was "
+                        "built against a newer onyx.h)",
+                        opt->size);
+    opt = &defaults;
     if (!mode_valid(opt->mode))
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "onyx_session_create: unknown mode %d",
                         (int)opt->mode);

@@ -340,3 +340,14 @@ void onyx_store_f64(onyx_dtype dt, void *p, int64_t i, double v)
     }
     }
 }
+
+bool onyx_options_copy(void *dst, size_t dst_size, const void *src)
+{
+    size_t given;
+    memcpy(&given, src, sizeof given);
+    if (given < sizeof(size_t) || given > dst_size)
+        return false;
+    memcpy(dst, src, given);
+    memcpy(dst, &dst_size, sizeof dst_size); /* now a complete current struct */
+    return true;
+}

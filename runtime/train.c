@@ -93,6 +93,7 @@ static onyx_status tfail(onyx_trainer *t, onyx_status code, const char *fmt, ...
 void onyx_train_options_init(onyx_train_options *o)
 {
     memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
     o->loss = ONYX_LOSS_CE;
     o->optimizer = ONYX_OPTIMIZER_SGD;
     o->lr = 0.0f;
@@ -416,8 +417,12 @@ onyx_status onyx_trainer_create(const char *model_path, const onyx_train_options
     *out = NULL;
     onyx_train_options defaults;
     onyx_train_options_init(&defaults);
-    if (opt == NULL)
-        opt = &defaults;
+    if (opt != NULL && !onyx_options_copy(&defaults, sizeof defaults, opt))
+        return onyx_err(err, ONYX_ERR_INVALID_ARG,
+                        "onyx_trainer_create: options.size is %zu: call onyx_train_options_init() first (or the program was "
+                        "built against a newer onyx.h)",
+                        opt->size);
+    opt = &defaults;
     onyx_status st = check_options(opt, err);
     if (st != ONYX_OK)
         return st;

@@ -9,6 +9,7 @@
 #include "onyx.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -352,6 +353,24 @@ int main(void)
     CHECK(onyx_session_create(m, &opt, &s3, &err) == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, "threads is -1");
     CHECK(s3 == NULL);
+    /* Options carry their size: a struct not set up by _init, or from a newer onyx.h, is
+     * refused; an older, shorter one gets the defaults for the fields it lacks. */
+    onyx_session_options raw;
+    memset(&raw, 0, sizeof raw);
+    CHECK(onyx_session_create(m, &raw, &s3, &err) == ONYX_ERR_INVALID_ARG);
+    CHECK_MSG(err.msg, "options.size is 0: call onyx_session_options_init() first");
+    onyx_session_options_init(&raw);
+    raw.size = sizeof raw + 8;
+    CHECK(onyx_session_create(m, &raw, &s3, &err) == ONYX_ERR_INVALID_ARG);
+    onyx_session_options_init(&raw);
+    raw.mode = ONYX_MODE_GRAPH;
+    raw.log = (onyx_log_fn)(uintptr_t)1; /* past the older struct's end: must not be read */
+    raw.size = offsetof(onyx_session_options, threads) + sizeof(int);
+    CHECK_OK(onyx_session_create(m, &raw, &s3, &err), err.msg);
+    CHECK(s3 != NULL && onyx_session_mode(s3) == ONYX_MODE_GRAPH);
+    if (s3)
+        check_run(s3, 2);
+    onyx_session_destroy(s3);
     onyx_session_destroy(s2);
     onyx_session_destroy(s);
     onyx_model_destroy(m);

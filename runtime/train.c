@@ -51,7 +51,7 @@ struct onyx_trainer {
     int out_v;  /* graph output the loss is attached to */
     int root;   /* value the loss reads: out_v, or the logits before out_v's Softmax */
     bool root_is_logits_of_softmax;
-    onyx_loss loss_kind;
+    bool class_targets; /* the loss takes class indices (ce, nll), else float targets */
     loss_node loss;
     float *droot; /* gradient of the loss w.r.t. the root */
     size_t droot_cap;
@@ -234,6 +234,7 @@ static onyx_status setup_loss(onyx_trainer *t, onyx_error *err)
     case ONYX_LOSS_L1: domain = "ai.onyx", op = "L1Loss", opset = 1; break;
     case ONYX_LOSS_BCE: domain = "ai.onyx", op = "BCEWithLogitsLoss", opset = 1; break;
     }
+    t->class_targets = t->opt.loss == ONYX_LOSS_CE || t->opt.loss == ONYX_LOSS_NLL;
     const onyx_op_def *def = onyx_op_find(domain, op, opset);
     if (def == NULL || def->impl->backward == NULL)
         return onyx_err(err, ONYX_ERR_UNSUPPORTED, "loss %s (%s) is not available",
@@ -607,8 +608,7 @@ static onyx_status check_targets(onyx_trainer *t, const onyx_tensor *pred, const
     char b[96];
     if (y == NULL || y->data == NULL)
         return tfail(t, ONYX_ERR_INVALID_ARG, "no targets given");
-    bool classes = t->loss.node.op_type[0] == 'S' || t->loss.node.op_type[0] == 'N';
-    if (classes) {
+    if (t->class_targets) {
         if (y->dtype != ONYX_DTYPE_I64 && y->dtype != ONYX_DTYPE_I32)
             return tfail(t, ONYX_ERR_SHAPE, "targets have dtype %s; the %s loss takes int64 class "
                          "indices", onyx_dtype_name(y->dtype), loss_name(t->opt.loss));

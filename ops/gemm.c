@@ -8,6 +8,7 @@
  * Gemm, one per gradient and batch item for MatMul.
  */
 #include "gemm.h"
+#include "gemm_kernel.h"
 #include "ops.h"
 
 #include <string.h>
@@ -36,171 +37,11 @@ void onyx_gemm_f32_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
     }
 }
 
-/*
- * The fast GEMM follows the Goto/BLIS structure in plain C:
- *   for each NC-wide column block of op(B) and KC-deep slice of K:
- *     pack op(B)[KC x NC] into NR-wide panels (contiguous, zero-padded),
- *     for each MC-tall row block of op(A):
- *       pack op(A)[MC x KC] into MR-tall panels,
- *       for each MR x NR tile: micro-kernel over KC, then C_tile += alpha * acc.
- * Packing makes all four transpose forms and any leading dimension look the same to the
- * micro-kernel, whose fixed-size inner loop the compiler vectorises (SSE2 at -O2: ~18 GFLOP/s
- * per core on a recent Xeon). Blocks live on the stack: 32 KiB for A, 32 KiB for B.
- * Issue #4 adds explicit SIMD micro-kernels.
- */
-enum {
-    GEMM_MR = 4,   /* rows of a micro-tile (registers: MR*NR/4 xmm accumulators) */
-    GEMM_NR = 8,   /* columns of a micro-tile */
-    GEMM_MC = 64,  /* rows of op(A) per packed block (multiple of MR) */
-    GEMM_KC = 128, /* depth per packed block */
-    GEMM_NC = 64   /* columns of op(B) per packed block (multiple of NR) */
-};
-
-static int64_t min64(int64_t a, int64_t b)
+void onyx_gemm_f32(onyx_pool *pool, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                   float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                   float beta, float *C, int64_t ldc)
 {
-    return a < b ? a : b;
-}
-
-/* C[M,N] *= beta; beta == 0 writes zeros without reading C. */
-static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc)
-{
-    if (beta == 1.0f)
-        return;
-    for (int64_t i = 0; i < M; i++) {
-        float *restrict c = C + i * ldc;
-        if (beta == 0.0f)
-            memset(c, 0, (size_t)N * sizeof(float));
-        else
-            for (int64_t j = 0; j < N; j++)
-                c[j] *= beta;
-    }
-}
-
-/* ap: panels of MR rows; panel p holds op(A)[i0+p*MR+r][k0+k] at ap[p*MR*kc + k*MR + r], rows
- * past mc zero. */
-static void pack_a(bool trans_a, const float *A, int64_t lda, int64_t i0, int64_t mc, int64_t k0,
-                   int64_t kc, float *restrict ap)
-{
-    for (int64_t ip = 0; ip < mc; ip += GEMM_MR) {
-        int64_t mr = min64(GEMM_MR, mc - ip);
-        float *restrict dst = ap + ip * kc;
-        if (!trans_a) {
-            for (int64_t r = 0; r < GEMM_MR; r++) {
-                if (r < mr) {
-                    const float *src = A + (i0 + ip + r) * lda + k0;
-                    for (int64_t k = 0; k < kc; k++)
-                        dst[k * GEMM_MR + r] = src[k];
-                } else {
-                    for (int64_t k = 0; k < kc; k++)
-                        dst[k * GEMM_MR + r] = 0.0f;
-                }
-            }
-        } else {
-            for (int64_t k = 0; k < kc; k++) {
-                const float *src = A + (k0 + k) * lda + i0 + ip;
-                for (int64_t r = 0; r < GEMM_MR; r++)
-                    dst[k * GEMM_MR + r] = r < mr ? src[r] : 0.0f;
-            }
-        }
-    }
-}
-
-/* bp: panels of NR columns; panel p holds op(B)[k0+k][j0+p*NR+j] at bp[p*NR*kc + k*NR + j],
- * columns past nc zero. */
-static void pack_b(bool trans_b, const float *B, int64_t ldb, int64_t k0, int64_t kc, int64_t j0,
-                   int64_t nc, float *restrict bp)
-{
-    for (int64_t jp = 0; jp < nc; jp += GEMM_NR) {
-        int64_t nr = min64(GEMM_NR, nc - jp);
-        float *restrict dst = bp + jp * kc;
-        if (!trans_b) {
-            for (int64_t k = 0; k < kc; k++) {
-                const float *src = B + (k0 + k) * ldb + j0 + jp;
-                for (int64_t j = 0; j < GEMM_NR; j++)
-                    dst[k * GEMM_NR + j] = j < nr ? src[j] : 0.0f;
-            }
-        } else {
-            for (int64_t j = 0; j < GEMM_NR; j++) {
-                if (j < nr) {
-                    const float *src = B + (j0 + jp + j) * ldb + k0;
-                    for (int64_t k = 0; k < kc; k++)
-                        dst[k * GEMM_NR + j] = src[k];
-                } else {
-                    for (int64_t k = 0; k < kc; k++)
-                        dst[k * GEMM_NR + j] = 0.0f;
-                }
-            }
-        }
-    }
-}
-
-/*
- * a: (kc, MR) packed panel, b: (kc, NR) packed panel, acc: (MR, NR) out.
- * acc[r][j] = sum_k a[k][r] * b[k][j]. One accumulator row per A row keeps all MR*NR sums in
- * registers; the j loop (constant trip count NR) is what the compiler vectorises.
- */
-static void kernel_4x8(int64_t kc, const float *restrict a, const float *restrict b,
-                       float *restrict acc)
-{
-    float c0[GEMM_NR] = {0};
-    float c1[GEMM_NR] = {0};
-    float c2[GEMM_NR] = {0};
-    float c3[GEMM_NR] = {0};
-    for (int64_t k = 0; k < kc; k++) {
-        const float *bk = b + k * GEMM_NR;
-        float a0 = a[k * GEMM_MR + 0];
-        float a1 = a[k * GEMM_MR + 1];
-        float a2 = a[k * GEMM_MR + 2];
-        float a3 = a[k * GEMM_MR + 3];
-        for (int j = 0; j < GEMM_NR; j++) {
-            c0[j] += a0 * bk[j];
-            c1[j] += a1 * bk[j];
-            c2[j] += a2 * bk[j];
-            c3[j] += a3 * bk[j];
-        }
-    }
-    memcpy(acc + 0 * GEMM_NR, c0, sizeof(c0));
-    memcpy(acc + 1 * GEMM_NR, c1, sizeof(c1));
-    memcpy(acc + 2 * GEMM_NR, c2, sizeof(c2));
-    memcpy(acc + 3 * GEMM_NR, c3, sizeof(c3));
-}
-
-void onyx_gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                   int64_t ldc)
-{
-    if (M <= 0 || N <= 0)
-        return;
-    /* Scaling C once up front lets every K slice simply accumulate. */
-    scale_c(M, N, beta, C, ldc);
-    if (K <= 0 || alpha == 0.0f)
-        return;
-
-    _Alignas(64) float ap[GEMM_MC * GEMM_KC];
-    _Alignas(64) float bp[GEMM_KC * GEMM_NC];
-    float acc[GEMM_MR * GEMM_NR];
-    for (int64_t jc = 0; jc < N; jc += GEMM_NC) {
-        int64_t nc = min64(GEMM_NC, N - jc);
-        for (int64_t pc = 0; pc < K; pc += GEMM_KC) {
-            int64_t kc = min64(GEMM_KC, K - pc);
-            pack_b(trans_b, B, ldb, pc, kc, jc, nc, bp);
-            for (int64_t ic = 0; ic < M; ic += GEMM_MC) {
-                int64_t mc = min64(GEMM_MC, M - ic);
-                pack_a(trans_a, A, lda, ic, mc, pc, kc, ap);
-                for (int64_t ip = 0; ip < mc; ip += GEMM_MR) {
-                    int64_t mr = min64(GEMM_MR, mc - ip);
-                    for (int64_t jp = 0; jp < nc; jp += GEMM_NR) {
-                        int64_t nr = min64(GEMM_NR, nc - jp);
-                        kernel_4x8(kc, ap + ip * kc, bp + jp * kc, acc);
-                        float *c = C + (ic + ip) * ldc + jc + jp;
-                        for (int64_t r = 0; r < mr; r++)
-                            for (int64_t j = 0; j < nr; j++)
-                                c[r * ldc + j] += alpha * acc[r * GEMM_NR + j];
-                    }
-                }
-            }
-        }
-    }
+    onyx_gemm_f32_fast(pool, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 /*
@@ -209,10 +50,10 @@ void onyx_gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
  * a/b/y are buffers of dtype dt with element offsets a_off/b_off/y_off; c may be NULL (then the
  * beta term is absent) and is indexed with broadcast strides cs0, cs1 (0 where broadcast).
  */
-static void gemm_generic(onyx_dtype dt, bool trans_a, bool trans_b, int64_t M, int64_t N,
-                         int64_t K, double alpha, const void *a, int64_t a_off, int64_t lda,
-                         const void *b, int64_t b_off, int64_t ldb, double beta, const void *c,
-                         int64_t cs0, int64_t cs1, void *y, int64_t y_off)
+static void gemm_generic(onyx_dtype dt, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                         double alpha, const void *a, int64_t a_off, int64_t lda, const void *b,
+                         int64_t b_off, int64_t ldb, double beta, const void *c, int64_t cs0,
+                         int64_t cs1, void *y, int64_t y_off)
 {
     for (int64_t i = 0; i < M; i++) {
         for (int64_t j = 0; j < N; j++) {
@@ -378,8 +219,8 @@ static void gemm_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *
             onyx_broadcast_copy(c, y);
             beta = p->beta;
         }
-        onyx_gemm_f32(p->trans_a, p->trans_b, M, N, K, p->alpha, a->data, a->dims[1], b->data,
-                      b->dims[1], beta, y->data, N);
+        onyx_gemm_f32(ctx->pool, p->trans_a, p->trans_b, M, N, K, p->alpha, a->data, a->dims[1],
+                      b->data, b->dims[1], beta, y->data, N);
         return;
     }
     int64_t cst[ONYX_MAX_RANK] = {0, 0};
@@ -424,16 +265,16 @@ static void gemm_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor 
     float *da = din[0].data;
     if (da != NULL) {
         if (!ta) /* (M, K) = dY (M, N) . op(B)^T (N, K) */
-            onyx_gemm_f32(false, !tb, M, K, N, alpha, dy, N, b, ldb, 1.0f, da, lda);
+            onyx_gemm_f32(ctx->pool, false, !tb, M, K, N, alpha, dy, N, b, ldb, 1.0f, da, lda);
         else /* (K, M) = op(B) (K, N) . dY^T (N, M) */
-            onyx_gemm_f32(tb, true, K, M, N, alpha, b, ldb, dy, N, 1.0f, da, lda);
+            onyx_gemm_f32(ctx->pool, tb, true, K, M, N, alpha, b, ldb, dy, N, 1.0f, da, lda);
     }
     float *db = din[1].data;
     if (db != NULL) {
         if (!tb) /* (K, N) = op(A)^T (K, M) . dY (M, N) */
-            onyx_gemm_f32(!ta, false, K, N, M, alpha, a, lda, dy, N, 1.0f, db, ldb);
+            onyx_gemm_f32(ctx->pool, !ta, false, K, N, M, alpha, a, lda, dy, N, 1.0f, db, ldb);
         else /* (N, K) = dY^T (N, M) . op(A) (M, K) */
-            onyx_gemm_f32(true, ta, N, K, M, alpha, dy, N, a, lda, 1.0f, db, ldb);
+            onyx_gemm_f32(ctx->pool, true, ta, N, K, M, alpha, dy, N, a, lda, 1.0f, db, ldb);
     }
     float *dc = onyx_node_has_in(n, 2) ? din[2].data : NULL;
     if (dc != NULL && p->beta != 0.0f) {
@@ -611,8 +452,8 @@ static void matmul_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
     /* B without batch dims: A's batch items are consecutive rows, so one GEMM does them all. */
     if (!p.b_batch) {
         if (f32)
-            onyx_gemm_f32(false, false, p.rows, N, K, 1.0f, a->data, K, b->data, N, 0.0f, y->data,
-                          N);
+            onyx_gemm_f32(ctx->pool, false, false, p.rows, N, K, 1.0f, a->data, K, b->data, N, 0.0f,
+                          y->data, N);
         else
             gemm_generic(a->dtype, false, false, p.rows, N, K, 1.0, a->data, 0, K, b->data, 0, N,
                          0.0, NULL, 0, 0, y->data, 0);
@@ -624,12 +465,11 @@ static void matmul_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
     int64_t off_b = 0;
     for (int64_t t = 0; t < p.total; t++) {
         if (f32)
-            onyx_gemm_f32(false, false, M, N, K, 1.0f, (const float *)a->data + off_a, K,
-                          (const float *)b->data + off_b, N, 0.0f, (float *)y->data + t * M * N,
-                          N);
+            onyx_gemm_f32(ctx->pool, false, false, M, N, K, 1.0f, (const float *)a->data + off_a, K,
+                          (const float *)b->data + off_b, N, 0.0f, (float *)y->data + t * M * N, N);
         else
-            gemm_generic(a->dtype, false, false, M, N, K, 1.0, a->data, off_a, K, b->data, off_b,
-                         N, 0.0, NULL, 0, 0, y->data, t * M * N);
+            gemm_generic(a->dtype, false, false, M, N, K, 1.0, a->data, off_a, K, b->data, off_b, N,
+                         0.0, NULL, 0, 0, y->data, t * M * N);
         matmul_plan_next(&p, idx, &off_a, &off_b);
     }
 }
@@ -664,9 +504,9 @@ static void matmul_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tenso
     if (!p.b_batch) {
         /* dA (rows, K) += dY (rows, N) B^T;  dB (K, N) += A^T (K, rows) dY (rows, N) */
         if (da != NULL)
-            onyx_gemm_f32(false, true, p.rows, K, N, 1.0f, dy, N, b, N, 1.0f, da, K);
+            onyx_gemm_f32(ctx->pool, false, true, p.rows, K, N, 1.0f, dy, N, b, N, 1.0f, da, K);
         if (db != NULL)
-            onyx_gemm_f32(true, false, K, N, p.rows, 1.0f, a, K, dy, N, 1.0f, db, N);
+            onyx_gemm_f32(ctx->pool, true, false, K, N, p.rows, 1.0f, a, K, dy, N, 1.0f, db, N);
         return;
     }
 
@@ -676,9 +516,11 @@ static void matmul_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tenso
     for (int64_t t = 0; t < p.total; t++) {
         const float *dyt = dy + t * M * N;
         if (da != NULL)
-            onyx_gemm_f32(false, true, M, K, N, 1.0f, dyt, N, b + off_b, N, 1.0f, da + off_a, K);
+            onyx_gemm_f32(ctx->pool, false, true, M, K, N, 1.0f, dyt, N, b + off_b, N, 1.0f,
+                          da + off_a, K);
         if (db != NULL)
-            onyx_gemm_f32(true, false, K, N, M, 1.0f, a + off_a, K, dyt, N, 1.0f, db + off_b, N);
+            onyx_gemm_f32(ctx->pool, true, false, K, N, M, 1.0f, a + off_a, K, dyt, N, 1.0f,
+                          db + off_b, N);
         matmul_plan_next(&p, idx, &off_a, &off_b);
     }
 }

@@ -211,6 +211,8 @@ typedef struct onyx_kctx {
      * kind of failure such an op can meet at run time (the session checks it after forward). */
     struct onyx_session *session;
     onyx_error *err;
+    /* The session's thread pool for GEMMs and large loops (NULL: this thread only). */
+    struct onyx_pool *pool;
 } onyx_kctx;
 
 enum {
@@ -415,8 +417,13 @@ struct onyx_session {
     onyx_rng rng;
     int threads;
     onyx_tensor *vals; /* the tensor of every value in the current run */
-    void **buf;        /* session-owned buffer of each node output, or NULL */
+    /* Node outputs live in the planner's arena (runtime/plan.c). A value the run's plan has no
+     * block for (shapes that could not be known ahead, or changed with the data) gets a buffer
+     * of its own here ("spilled"), freed when a later run has a plan from the start. */
+    struct onyx_planner *plan;
+    void **buf;        /* per value: its own buffer, or NULL */
     size_t *cap;       /* its capacity in bytes */
+    bool spilled;      /* some buf[v] is not NULL */
     bool *fed;         /* input value given in the current run */
     void **bound;      /* per value: data replacing an initializer's for every run (a trainer's
                         * parameters), or NULL */
@@ -448,11 +455,57 @@ onyx_status onyx_session_bind(onyx_session *s, int v, void *data);
 /* Sets the session's message and returns code. */
 onyx_status onyx_session_fail(onyx_session *s, onyx_status code, const char *fmt, ...)
     ONYX_PRINTF(3, 4);
-/* Binds inputs and runs every node (keeping saved buffers when s->training). */
+/* Binds inputs and runs every node (keeping saved buffers when s->training). Every value's
+ * tensor stays valid in s->vals until the next run (nothing is reused within the run), as the
+ * trainer and autodiff.c need. */
 onyx_status onyx_session_forward(onyx_session *s, size_t n_in, const char *const *in_names,
                                  const onyx_tensor *inputs);
 /* Index of the value named name, or -1. */
 int onyx_model_find_value(const onyx_model *m, const char *name);
+
+/* ---- memory plans (runtime/plan.c) --------------------------------------------------------- */
+
+/* One buffer to place: size bytes (a multiple of 64), live from node `first` to node `last`
+ * (both included; the buffers of overlapping lifetimes must not share bytes). id is the
+ * caller's. offset is the result. */
+typedef struct onyx_plan_block {
+    size_t size;
+    size_t offset;
+    int first;
+    int last;
+    int id;
+} onyx_plan_block;
+
+/* Places the n blocks (reordering b: largest first) greedily by size with best fit: each block
+ * goes into the smallest gap that holds it among the already placed blocks whose lifetimes
+ * overlap its own, else above them. Returns the arena size: the largest offset + size. work:
+ * n ints of scratch. Allocates nothing. */
+size_t onyx_plan_place(onyx_plan_block *b, int n, int *work);
+
+/* A session's plans and its activation arena. */
+typedef struct onyx_planner onyx_planner;
+onyx_status onyx_planner_create(const onyx_model *m, onyx_planner **out);
+void onyx_planner_destroy(onyx_planner *p);
+/* Marks value v as asked for by name in the coming run (it then lives to the run's end). */
+void onyx_plan_want(onyx_planner *p, int v, bool want);
+/* Before a run's nodes, inputs bound (s->fed, s->vals of inputs and constants set): picks the
+ * plan for this run's shapes (keep_all: every value lives to the end; also when s->training or
+ * the model has a graph-level op), making one when the shapes are new and can be inferred ahead,
+ * and grows the arena to it. *planned: the run has a plan from the start. Frees the arena an
+ * earlier run's end replaced. Errors: ONYX_ERR_NOMEM (with the session's message). */
+onyx_status onyx_plan_begin(onyx_session *s, bool keep_all, bool *planned);
+/* Where node output v of nbytes lives in this run: its arena block, or NULL when the run has no
+ * plan or v does not fit its block (then the session gives v a buffer of its own). */
+void *onyx_plan_memory(onyx_session *s, int v, size_t nbytes);
+/* After a successful run: when it had no plan or a value did not fit, plans its actual shapes
+ * (s->vals) for the next run like it and grows the arena (keeping the old one, which may hold
+ * this run's results, until the next begin). */
+void onyx_plan_end(onyx_session *s);
+/* The plan of the last successful run's shapes: arena bytes, and the bytes of one buffer per
+ * value (each rounded up to 64). 0 and 0 before the first. */
+void onyx_plan_memory_stats(const onyx_planner *p, size_t *arena, size_t *naive);
+/* True when the size bytes at ptr overlap the arena (or the one replaced by the last run). */
+bool onyx_plan_owns(const onyx_planner *p, const void *ptr, size_t size);
 
 /* ---- custom operators and logging (runtime/plugin.c) --------------------------------------- */
 

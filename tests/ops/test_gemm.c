@@ -48,7 +48,7 @@ static bool compare_one(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float
                 C0[i * ldc + j] = NAN; /* write-only: must never be read */
     memcpy(C1, C0, sizeof(float) * nc);
     onyx_gemm_f32_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc);
-    onyx_gemm_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C1, ldc);
+    onyx_gemm_f32(NULL, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C1, ldc);
     bool ok = true;
     for (int64_t i = 0; i < M && ok; i++) {
         for (int64_t j = 0; j < ldc && ok; j++) {
@@ -114,25 +114,25 @@ static void test_gemm_edges(void)
 {
     /* K == 0: C = beta * C; beta == 0 writes zeros over NaN. */
     float C[6] = {NAN, NAN, NAN, 1, 2, 3};
-    onyx_gemm_f32(false, false, 2, 3, 0, 1.0f, NULL, 1, NULL, 3, 0.0f, C, 3);
+    onyx_gemm_f32(NULL, false, false, 2, 3, 0, 1.0f, NULL, 1, NULL, 3, 0.0f, C, 3);
     for (int i = 0; i < 6; i++)
         CHECK(C[i] == 0.0f);
     float D[4] = {1, 2, 3, 4};
-    onyx_gemm_f32(false, false, 2, 2, 0, 1.0f, NULL, 1, NULL, 2, 2.0f, D, 2);
+    onyx_gemm_f32(NULL, false, false, 2, 2, 0, 1.0f, NULL, 1, NULL, 2, 2.0f, D, 2);
     CHECK(D[0] == 2.0f && D[3] == 8.0f);
     /* M == 0 / N == 0 touch nothing. */
     float E[1] = {7};
-    onyx_gemm_f32(false, false, 0, 1, 1, 1.0f, E, 1, E, 1, 0.0f, E, 1);
-    onyx_gemm_f32(false, false, 1, 0, 1, 1.0f, E, 1, E, 1, 0.0f, E, 1);
+    onyx_gemm_f32(NULL, false, false, 0, 1, 1, 1.0f, E, 1, E, 1, 0.0f, E, 1);
+    onyx_gemm_f32(NULL, false, false, 1, 0, 1, 1.0f, E, 1, E, 1, 0.0f, E, 1);
     CHECK(E[0] == 7.0f);
     /* Hand-computed 2x2: [1 2; 3 4] * [5 6; 7 8] = [19 22; 43 50]. */
     float A[4] = {1, 2, 3, 4};
     float B[4] = {5, 6, 7, 8};
     float Y[4];
-    onyx_gemm_f32(false, false, 2, 2, 2, 1.0f, A, 2, B, 2, 0.0f, Y, 2);
+    onyx_gemm_f32(NULL, false, false, 2, 2, 2, 1.0f, A, 2, B, 2, 0.0f, Y, 2);
     CHECK(Y[0] == 19 && Y[1] == 22 && Y[2] == 43 && Y[3] == 50);
     /* A^T * B^T = (B A)^T: B A = [23 34; 31 46] -> [23 31; 34 46]. */
-    onyx_gemm_f32(true, true, 2, 2, 2, 1.0f, A, 2, B, 2, 0.0f, Y, 2);
+    onyx_gemm_f32(NULL, true, true, 2, 2, 2, 1.0f, A, 2, B, 2, 0.0f, Y, 2);
     CHECK(Y[0] == 23 && Y[1] == 31 && Y[2] == 34 && Y[3] == 46);
 }
 

@@ -416,6 +416,7 @@ struct onyx_session {
     onyx_mode mode;
     onyx_rng rng;
     int threads;
+    struct onyx_pool *pool; /* the kernels' threads (runtime/pool.c): `threads` of them */
     onyx_tensor *vals; /* the tensor of every value in the current run */
     /* Node outputs live in the planner's arena (runtime/plan.c). A value the run's plan has no
      * block for (shapes that could not be known ahead, or changed with the data) gets a buffer

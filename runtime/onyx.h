@@ -266,9 +266,11 @@ typedef struct onyx_session_options {
     size_t size;
     onyx_mode mode; /* ONYX_MODE_INFER unless set */
     uint64_t seed;  /* seeds every random choice of the session (Dropout masks) */
-    int threads;    /* 0 = the library's default */
-    onyx_log_fn log; /* NULL: no logging. ERROR: every failed call's message; DEBUG: session
-                      * memory allocated by a run (never once the shapes repeat) */
+    int threads;    /* threads the session's kernels use (the GEMM); 0 = one per online CPU */
+    onyx_log_fn log; /* NULL: no logging. ERROR: every failed call's message; INFO: each new
+                      * memory plan (see onyx_session_memory); DEBUG: where each value lives in
+                      * it, and memory allocated outside a plan (neither once the shapes
+                      * repeat) */
     void *log_user;  /* given to log */
 } onyx_session_options;
 
@@ -300,6 +302,10 @@ ONYX_API void onyx_session_set_seed(onyx_session *s, uint64_t seed);
  *    until the next run or destroy of this session. If outputs[i].data is set, it is a caller
  *    buffer: outputs[i].dtype, rank and dims must be exactly those of the result, which is
  *    copied into it.
+ * Outputs in session memory are valid until the next run, and must not be fed back as inputs of
+ * the next run of the same session (it may overwrite them before reading them): copy them first;
+ * such a run fails with ONYX_ERR_INVALID_ARG. Only the values asked for are kept: see
+ * onyx_session_memory.
  * Errors (a missing input, a wrong dtype or shape, ...) leave the session usable; the message is
  * onyx_session_errmsg(s). Repeated runs with the same input shapes allocate no memory.
  */
@@ -311,6 +317,32 @@ ONYX_API ONYX_NODISCARD onyx_status onyx_session_run(onyx_session *s, size_t n_i
 
 /* Message of the last failed call on s ("" if none). Owned by s; valid until the next call. */
 ONYX_API const char *onyx_session_errmsg(const onyx_session *s);
+
+/*
+ * Activation memory. The values the nodes compute live in one arena owned by the session, laid
+ * out for the run's shapes so that values whose lifetimes do not overlap share bytes: peak
+ * memory follows the widest layers, not the sum of all of them. A value lives from the node that
+ * computes it to the last node that reads it; graph outputs and the values named in out_names
+ * live to the end of the run. So after onyx_session_run only what it returned is guaranteed:
+ * other intermediate values may have been overwritten (ask for a value by name to keep it).
+ * Layouts are kept for the last few sets of input shapes, and the arena only grows.
+ *
+ * After a run: *arena_bytes is the size of the arena the run's shapes need, *naive_bytes what
+ * one buffer per value would need (the sum of every computed value's size, each rounded up to
+ * 64 bytes, as the arena places them). Inputs, initializers, constants folded at load and
+ * outputs bound with onyx_session_bind_output are not session memory and are not counted. Both
+ * are 0 before the first successful run. Errors: ONYX_ERR_INVALID_ARG (a NULL argument).
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_session_memory(const onyx_session *s,
+                                                        size_t *arena_bytes, size_t *naive_bytes);
+/*
+ * After a run: *flops = the floating-point operations of its matrix products, 2*M*N*K for every
+ * Gemm and MatMul node it ran (for a batched MatMul, M*N counts every matrix of the batch), from
+ * the run's actual shapes. Nothing else is counted (bias additions, activations, other ops), so
+ * dividing by a run's time gives the rate of the products alone. 0 before the first run.
+ * Errors: ONYX_ERR_INVALID_ARG (a NULL argument).
+ */
+ONYX_API ONYX_NODISCARD onyx_status onyx_session_flops(const onyx_session *s, double *flops);
 
 /*
  * Zero-copy I/O: bind caller-owned buffers to a session once, then run as often as wanted with
@@ -644,6 +676,8 @@ typedef struct onyx_train_options {
     onyx_log_fn log; /* NULL: no logging. The model's load is logged as for onyx_model_load_ex;
                       * INFO: the parameters left frozen because they do not reach the loss */
     void *log_user;  /* given to log */
+    int threads;     /* threads of the training session (0 = one per online CPU); results do
+                      * not depend on it */
 } onyx_train_options;
 
 ONYX_API void onyx_train_options_init(onyx_train_options *opt);

@@ -3,11 +3,18 @@
  *
  * A run binds the caller's inputs (borrowed, never copied), then walks the nodes in topological
  * order: impl->infer gives each output's shape from the actual inputs (and rejects what does
- * not fit), the output gets a session buffer, impl->forward computes. Buffers are kept between
- * runs and only grow, so repeated runs with the same shapes allocate nothing. Nodes folded at
- * load time (graph.c) are not run again.
+ * not fit), the output gets its block of the session's activation arena, impl->forward
+ * computes. The arena is laid out by runtime/plan.c for the run's shapes, so that values whose
+ * lifetimes do not overlap share memory; plans are kept and the arena only grows, so repeated
+ * runs with the same shapes allocate nothing. Nodes folded at load time (graph.c) are not run
+ * again.
+ *
+ * What survives a run: graph outputs, values asked for by name in onyx_session_run, and bound
+ * outputs. Other intermediate values may have been overwritten by later nodes, except in runs
+ * through onyx_session_forward (the trainer's), which keep every value.
  */
 #include "internal.h"
+#include "pool.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,10 +73,14 @@ onyx_status onyx_session_create(const onyx_model *model, const onyx_session_opti
     s->saved_cap = onyx_calloc((size_t)model->n_nodes + 1, sizeof(size_t));
     s->in = onyx_calloc((size_t)model->max_in + 1, sizeof(onyx_tensor));
     s->out = onyx_calloc((size_t)model->max_out + 1, sizeof(onyx_tensor));
+    onyx_status pst = onyx_planner_create(model, &s->plan);
+    if (pst == ONYX_OK)
+        pst = onyx_pool_create(opt->threads, &s->pool);
     if (!s->vals || !s->buf || !s->cap || !s->fed || !s->bound || !s->run_const || !s->saved ||
-        !s->saved_cap || !s->in || !s->out) {
+        !s->saved_cap || !s->in || !s->out || pst != ONYX_OK) {
         onyx_session_destroy(s);
-        return onyx_err(err, ONYX_ERR_NOMEM, "onyx_session_create: out of memory");
+        return onyx_err(err, ONYX_ERR_NOMEM,
+                        "onyx_session_create: out of memory (or a thread could not be started)");
     }
     if (model->n_nodes > 0)
         memcpy(s->run_const, model->node_const, sizeof(bool) * (size_t)model->n_nodes);
@@ -81,6 +92,8 @@ void onyx_session_destroy(onyx_session *s)
 {
     if (s == NULL)
         return;
+    onyx_planner_destroy(s->plan);
+    onyx_pool_destroy(s->pool);
     if (s->buf)
         for (int i = 0; i < s->m->n_values; i++)
             free(s->buf[i]);
@@ -309,10 +322,56 @@ static onyx_status bound_mismatch(onyx_session *s, int v, const onyx_tensor *r)
         onyx_dtype_name(b->dtype), onyx_shape_str(b, got, sizeof got));
 }
 
-static onyx_status run_nodes(onyx_session *s)
+/* Frees the buffers values got outside the plan in earlier runs. */
+static void free_spilled(onyx_session *s)
+{
+    if (!s->spilled)
+        return;
+    for (int v = 0; v < s->m->n_values; v++) {
+        free(s->buf[v]);
+        s->buf[v] = NULL;
+        s->cap[v] = 0;
+    }
+    s->spilled = false;
+}
+
+/* A fed tensor must not be session memory, which the run may overwrite or free before reading
+ * it (an output of the previous run fed back in). */
+static onyx_status check_fed_memory(onyx_session *s)
+{
+    const onyx_model *m = s->m;
+    for (int v = 0; v < m->n_values; v++) {
+        if (!s->fed[v] || s->vals[v].data == NULL)
+            continue;
+        size_t nb = onyx_nbytes(&s->vals[v]);
+        bool ours = onyx_plan_owns(s->plan, s->vals[v].data, nb);
+        uintptr_t a = (uintptr_t)s->vals[v].data;
+        for (int u = 0; s->spilled && !ours && u < m->n_values; u++) {
+            uintptr_t b = (uintptr_t)s->buf[u];
+            ours = s->buf[u] != NULL && a < b + s->cap[u] && b < a + (nb ? nb : 1);
+        }
+        if (ours)
+            return onyx_session_fail(s, ONYX_ERR_INVALID_ARG,
+                                     "input \"%s\" is in this session's memory (a result of its "
+                                     "previous run?), which the run reuses: copy it first",
+                                     m->values[v].name);
+    }
+    return ONYX_OK;
+}
+
+/* Runs every node not folded at load. keep_all: every value survives the run. */
+static onyx_status run_nodes(onyx_session *s, bool keep_all)
 {
     const onyx_model *m = s->m;
     onyx_error err;
+    onyx_status st = check_fed_memory(s);
+    bool planned;
+    if (st == ONYX_OK)
+        st = onyx_plan_begin(s, keep_all, &planned);
+    if (st != ONYX_OK)
+        return st;
+    if (planned)
+        free_spilled(s);
     for (int i = 0; i < m->n_nodes; i++) {
         if (s->run_const[i])
             continue;
@@ -329,7 +388,7 @@ static onyx_status run_nodes(onyx_session *s)
             memset(&s->out[j], 0, sizeof s->out[j]);
             s->out[j].rank = -1;
         }
-        onyx_status st = n->impl->infer(n, s->in, s->out, &err);
+        st = n->impl->infer(n, s->in, s->out, &err);
         if (st != ONYX_OK)
             return onyx_session_fail(s, st, "%s", err.msg);
         for (int j = 0; j < n->n_out; j++) {
@@ -358,18 +417,25 @@ static onyx_status run_nodes(onyx_session *s)
                 continue;
             }
             size_t nb = (size_t)numel * onyx_dtype_size(o->dtype);
-            void *before = s->buf[v];
-            if (!grow(&s->buf[v], &s->cap[v], nb))
-                return onyx_session_fail(s, ONYX_ERR_NOMEM, "out of memory for \"%s\" (%zu bytes)",
-                                         m->values[v].name, nb);
-            if (s->buf[v] != before)
-                onyx_logf(s->log, s->log_user, ONYX_LOG_DEBUG,
-                          "session: %zu bytes for \"%s\" (node \"%s\", %s)", s->cap[v],
-                          m->values[v].name, n->name, n->op_type);
-            o->data = s->buf[v];
+            o->data = onyx_plan_memory(s, v, nb);
+            if (o->data == NULL) {
+                /* Outside the plan: a buffer of its own (the plan is made again at the end). */
+                void *before = s->buf[v];
+                if (!grow(&s->buf[v], &s->cap[v], nb))
+                    return onyx_session_fail(s, ONYX_ERR_NOMEM,
+                                             "out of memory for \"%s\" (%zu bytes)",
+                                             m->values[v].name, nb);
+                if (s->buf[v] != before)
+                    onyx_logf(s->log, s->log_user, ONYX_LOG_DEBUG,
+                              "session: %zu bytes for \"%s\" (node \"%s\", %s)", s->cap[v],
+                              m->values[v].name, n->name, n->op_type);
+                s->spilled = true;
+                o->data = s->buf[v];
+            }
             s->vals[v] = *o;
         }
-        onyx_kctx ctx = {.mode = s->mode, .rng = &s->rng, .session = s, .err = &err};
+        onyx_kctx ctx = {
+            .mode = s->mode, .rng = &s->rng, .session = s, .err = &err, .pool = s->pool};
         st = node_memory(s, i, &ctx);
         if (st != ONYX_OK)
             return st;
@@ -378,6 +444,7 @@ static onyx_status run_nodes(onyx_session *s)
         if ((n->impl->flags & ONYX_OPF_GRAPH) && err.code != ONYX_OK)
             return onyx_session_fail(s, err.code, "%s", err.msg);
     }
+    onyx_plan_end(s);
     return ONYX_OK;
 }
 
@@ -422,13 +489,32 @@ static onyx_status give_outputs(onyx_session *s, size_t n_out, const char *const
     return ONYX_OK;
 }
 
+/* Marks (want true) or unmarks the values named in out_names for the plan: they survive the
+ * run. Names that are no value are reported by give_outputs. */
+static void want_outputs(onyx_session *s, size_t n_out, const char *const *out_names, bool want)
+{
+    if (out_names == NULL)
+        return;
+    for (size_t k = 0; k < n_out; k++) {
+        int v = out_names[k] != NULL ? onyx_model_find_value(s->m, out_names[k]) : -1;
+        if (v >= 0)
+            onyx_plan_want(s->plan, v, want);
+    }
+}
+
 onyx_status onyx_session_run(onyx_session *s, size_t n_in, const char *const *in_names,
                              const onyx_tensor *inputs, size_t n_out, const char *const *out_names,
                              onyx_tensor *outputs)
 {
     if (s == NULL)
         return ONYX_ERR_INVALID_ARG;
-    onyx_status st = onyx_session_forward(s, n_in, in_names, inputs);
+    s->errmsg[0] = '\0';
+    onyx_status st = bind_inputs(s, n_in, in_names, inputs);
+    if (st == ONYX_OK) {
+        want_outputs(s, n_out, out_names, true);
+        st = run_nodes(s, false);
+        want_outputs(s, n_out, out_names, false);
+    }
     if (st == ONYX_OK)
         st = give_outputs(s, n_out, out_names, outputs);
     return st;
@@ -440,7 +526,7 @@ onyx_status onyx_session_forward(onyx_session *s, size_t n_in, const char *const
     s->errmsg[0] = '\0';
     onyx_status st = bind_inputs(s, n_in, in_names, inputs);
     if (st == ONYX_OK)
-        st = run_nodes(s);
+        st = run_nodes(s, true);
     return st;
 }
 
@@ -594,7 +680,7 @@ onyx_status onyx_session_run_bound(onyx_session *s)
                                      "input \"%s\" is not bound (onyx_session_bind_input)",
                                      m->values[m->inputs[i]].name);
     s->use_out_bind = s->out_bound != NULL;
-    onyx_status st = run_nodes(s);
+    onyx_status st = run_nodes(s, false);
     s->use_out_bind = false;
     if (st != ONYX_OK || s->out_bound == NULL)
         return st;
@@ -609,6 +695,49 @@ onyx_status onyx_session_run_bound(onyx_session *s)
         size_t nb = onyx_nbytes(r);
         if (nb)
             memcpy(s->out_bind[v].data, r->data, nb);
+    }
+    return ONYX_OK;
+}
+
+/* ---- introspection ------------------------------------------------------------------------ */
+
+onyx_status onyx_session_memory(const onyx_session *s, size_t *arena_bytes, size_t *naive_bytes)
+{
+    if (s == NULL || arena_bytes == NULL || naive_bytes == NULL)
+        return ONYX_ERR_INVALID_ARG;
+    onyx_plan_memory_stats(s->plan, arena_bytes, naive_bytes);
+    return ONYX_OK;
+}
+
+/* The K of a Gemm or MatMul node from its tensors in the last run (0 when not known). */
+static int64_t gemm_k(const onyx_node *n, const onyx_tensor *a, const onyx_tensor *b,
+                      const onyx_tensor *y)
+{
+    if (strcmp(n->op_type, "MatMul") == 0)
+        return a->rank >= 1 ? a->dims[a->rank - 1] : 0;
+    /* Gemm: A is (M, K) or (K, M), B is (K, N) or (N, K), Y is (M, N): K = |B| / N. */
+    int64_t cols = y->rank == 2 ? y->dims[1] : 0;
+    return cols > 0 && b->rank == 2 ? b->dims[0] * b->dims[1] / cols : 0;
+}
+
+onyx_status onyx_session_flops(const onyx_session *s, double *flops)
+{
+    if (s == NULL || flops == NULL)
+        return ONYX_ERR_INVALID_ARG;
+    const onyx_model *m = s->m;
+    *flops = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const onyx_node *n = &m->nodes[i];
+        bool gemm = strcmp(n->op_type, "Gemm") == 0 || strcmp(n->op_type, "MatMul") == 0;
+        bool onnx = n->domain[0] == '\0' || strcmp(n->domain, "ai.onnx") == 0;
+        if (!gemm || !onnx || s->run_const[i] || n->n_in < 2 || n->n_out < 1 || n->in[0] < 0 ||
+            n->in[1] < 0 || n->out[0] < 0)
+            continue;
+        const onyx_tensor *y = &s->vals[n->out[0]];
+        if (y->rank < 0 || y->data == NULL)
+            continue; /* not run yet */
+        int64_t k = gemm_k(n, &s->vals[n->in[0]], &s->vals[n->in[1]], y);
+        *flops += 2.0 * (double)onyx_numel(y) * (double)k;
     }
     return ONYX_OK;
 }

@@ -31,6 +31,12 @@ int cmd_test(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+/* Runs m once on random inputs (batch for an open first dimension) in an inference session and
+ * gives its memory plan (onyx_session_memory) and the FLOPs of its matrix products
+ * (onyx_session_flops); prints the problem and returns CLI_FAIL when it cannot (cmd_bench.c). */
+int bench_plan(const char *cmd, const onyx_model *m, int64_t batch, size_t *arena, size_t *naive,
+               double *flops);
 
 /* Prints "onyx <cmd>: <message>\n" to stderr and returns CLI_FAIL. */
 int cli_fail(const char *cmd, const char *fmt, ...) CLI_PRINTF(2, 3);

@@ -1,4 +1,5 @@
-/* cmd_info.c — `onyx info MODEL [--json]`: what a model imports, takes, gives and contains. */
+/* cmd_info.c — `onyx info MODEL [--json] [--plan]`: what a model imports, takes, gives and
+ * contains. */
 #include "cli.h"
 
 #include <math.h>
@@ -6,7 +7,7 @@
 #include <string.h>
 
 static const char HELP[] =
-    "usage: onyx info MODEL|CKPT.zip [--json]\n"
+    "usage: onyx info MODEL|CKPT.zip [--json] [--plan]\n"
     "\n"
     "Loads MODEL (an .onnx file) and describes it: IR version, producer, opset imports, the\n"
     "inputs to feed and the outputs (dtype and shape, symbolic dimensions by name), the number\n"
@@ -17,9 +18,22 @@ static const char HELP[] =
     "described instead: step, epoch and position in it, last loss, loss, optimizer, learning\n"
     "rate and the number of trained parameter tensors.\n"
     "\n"
+    "With --plan, the model also runs once at batch 1 on random inputs (as `onyx bench`\n"
+    "makes them) and the memory plan of that run is shown: the bytes of the activation arena\n"
+    "(values whose lifetimes do not overlap share memory) against one buffer per value, and\n"
+    "the floating-point operations of its Gemm and MatMul nodes (2*M*N*K each).\n"
+    "\n"
     "options:\n"
     "  --json      print one JSON object instead of text\n"
+    "  --plan      run once at batch 1 and show the memory plan\n"
     "  -h, --help  show this help\n";
+
+/* The memory plan of a batch-1 run (--plan). */
+typedef struct info_plan {
+    size_t arena;
+    size_t naive;
+    double flops;
+} info_plan;
 
 /* One op type and how often it occurs. */
 typedef struct op_count {
@@ -122,7 +136,7 @@ static void json_values(const onyx_model *m, bool inputs)
 }
 
 static void print_json(const char *path, const onyx_model *m, const op_count *ops, size_t n_ops,
-                       bool dropout, bool batchnorm)
+                       bool dropout, bool batchnorm, const info_plan *plan)
 {
     printf("{\"model\": ");
     json_str(path);
@@ -154,8 +168,13 @@ static void print_json(const char *path, const onyx_model *m, const op_count *op
     }
     printf("}, \"parameters\": %lld, \"initializers\": %zu", (long long)onyx_model_param_count(m),
            onyx_model_initializer_count(m));
-    printf(", \"has_dropout\": %s, \"has_batchnorm\": %s}\n", dropout ? "true" : "false",
+    printf(", \"has_dropout\": %s, \"has_batchnorm\": %s", dropout ? "true" : "false",
            batchnorm ? "true" : "false");
+    if (plan != NULL)
+        printf(", \"plan\": {\"batch\": 1, \"arena_bytes\": %zu, \"naive_bytes\": %zu, "
+               "\"flop_per_run\": %.0f}",
+               plan->arena, plan->naive, plan->flops);
+    printf("}\n");
 }
 
 static void text_values(const onyx_model *m, bool inputs)
@@ -174,7 +193,7 @@ static void text_values(const onyx_model *m, bool inputs)
 }
 
 static void print_text(const char *path, const onyx_model *m, const op_count *ops, size_t n_ops,
-                       bool dropout, bool batchnorm)
+                       bool dropout, bool batchnorm, const info_plan *plan)
 {
     printf("model: %s\n", path);
     printf("ir_version: %lld\n", (long long)onyx_model_ir_version(m));
@@ -201,6 +220,10 @@ static void print_text(const char *path, const onyx_model *m, const op_count *op
            onyx_model_initializer_count(m));
     printf("dropout: %s\n", dropout ? "yes" : "no");
     printf("batchnorm: %s\n", batchnorm ? "yes" : "no");
+    if (plan != NULL)
+        printf("memory plan (batch 1): arena %zu bytes, one buffer per value %zu bytes; "
+               "%.0f FLOP in Gemm/MatMul\n",
+               plan->arena, plan->naive, plan->flops);
 }
 
 /* True when the file starts with a zip local header ("PK\3\4"): a training checkpoint. */
@@ -265,6 +288,7 @@ int cmd_info(int argc, char **argv)
     cli_args a;
     cli_args_init(&a, argc, argv);
     bool json = false;
+    bool want_plan = false;
     const char *path = NULL;
     while (cli_more(&a)) {
         if (cli_flag(&a, "--help", "-h")) {
@@ -273,6 +297,10 @@ int cmd_info(int argc, char **argv)
         }
         if (cli_flag(&a, "--json", NULL)) {
             json = true;
+            continue;
+        }
+        if (cli_flag(&a, "--plan", NULL)) {
+            want_plan = true;
             continue;
         }
         const char *op = cli_operand(&a);
@@ -287,6 +315,11 @@ int cmd_info(int argc, char **argv)
     if (path == NULL)
         return cli_usage(a.cmd, "missing MODEL");
 
+    if (is_zip(path) && want_plan)
+        return cli_fail(a.cmd,
+                        "%s: --plan runs models, and this is a training checkpoint "
+                        "(write its model with 'onyx export')",
+                        path);
     if (is_zip(path))
         return info_checkpoint(a.cmd, path, json);
 
@@ -300,13 +333,19 @@ int cmd_info(int argc, char **argv)
         onyx_model_destroy(m);
         return cli_fail(a.cmd, "out of memory");
     }
+    info_plan plan;
+    if (want_plan && bench_plan(a.cmd, m, 1, &plan.arena, &plan.naive, &plan.flops) != CLI_OK) {
+        free(ops);
+        onyx_model_destroy(m);
+        return CLI_FAIL;
+    }
     bool dropout;
     bool batchnorm;
     size_t n_ops = op_histogram(m, ops, &dropout, &batchnorm);
     if (json)
-        print_json(path, m, ops, n_ops, dropout, batchnorm);
+        print_json(path, m, ops, n_ops, dropout, batchnorm, want_plan ? &plan : NULL);
     else
-        print_text(path, m, ops, n_ops, dropout, batchnorm);
+        print_text(path, m, ops, n_ops, dropout, batchnorm, want_plan ? &plan : NULL);
     free(ops);
     onyx_model_destroy(m);
     return CLI_OK;

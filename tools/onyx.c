@@ -21,6 +21,7 @@ static const char USAGE[] =
     "  init --layers 64,128,10 -o F   write a fresh MLP as an ONNX model\n"
     "  train MODEL --data F --loss L  train a model; checkpoints, resume, export\n"
     "  export CKPT.zip -o MODEL       write the model of a training checkpoint\n"
+    "  bench MODEL [--batch N]        time a model: latency, throughput, GFLOP/s, memory\n"
     "\n"
     "Run 'onyx <command> --help' for a command's options. 'onyx --version' prints the version.\n";
 
@@ -35,6 +36,7 @@ static const struct {
     {"init", cmd_init},
     {"train", cmd_train},
     {"export", cmd_export},
+    {"bench", cmd_bench},
 };
 
 int main(int argc, char **argv)

@@ -19,11 +19,11 @@
 struct onyx_grad_plan {
     onyx_session *s;
     int root;
-    bool *need;      /* per value: has a gradient buffer */
-    float **grad;    /* per value: its gradient (param: into the trainer's flat buffer) */
-    size_t *cap;     /* per value: capacity of an own buffer (0 for params) */
-    bool *own;       /* per value: grad[v] is owned here */
-    int *nodes;      /* backward nodes, in reverse topological order */
+    bool *need;   /* per value: has a gradient buffer */
+    float **grad; /* per value: its gradient (param: into the trainer's flat buffer) */
+    size_t *cap;  /* per value: capacity of an own buffer (0 for params) */
+    bool *own;    /* per value: grad[v] is owned here */
+    int *nodes;   /* backward nodes, in reverse topological order */
     int n_nodes;
     onyx_tensor *dout;
     onyx_tensor *din;
@@ -178,8 +178,10 @@ static onyx_status prepare(onyx_grad_plan *p)
             size_t want = (nb + 63) & ~(size_t)63;
             float *g = aligned_alloc(64, want ? want : 64);
             if (g == NULL)
-                return onyx_session_fail(s, ONYX_ERR_NOMEM, "out of memory for the gradient of "
-                                         "\"%s\"", m->values[v].name);
+                return onyx_session_fail(s, ONYX_ERR_NOMEM,
+                                         "out of memory for the gradient of "
+                                         "\"%s\"",
+                                         m->values[v].name);
             free(p->grad[v]);
             p->grad[v] = g;
             p->cap[v] = want;
@@ -224,7 +226,7 @@ onyx_status onyx_grad_backward(onyx_grad_plan *p, const float *droot)
             p->dout[j] = s->out[j];
             p->dout[j].data = n->out[j] >= 0 && p->need[n->out[j]] ? p->grad[n->out[j]] : NULL;
         }
-        onyx_kctx ctx = {.mode = s->mode, .rng = &s->rng, .saved = s->saved[i]};
+        onyx_kctx ctx = {.mode = s->mode, .rng = &s->rng, .saved = s->saved[i], .pool = s->pool};
         if (n->impl->scratch_size) {
             size_t need = n->impl->scratch_size(n, s->in, s->out);
             if (need > s->scratch_cap) {

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FORMAT_VERSION 1
+#define FORMAT_VERSION    1
 #define ONYX_STATE_MAX_IN 16 /* stateful ops have few inputs (BatchNormalization: 5) */
 
 typedef struct loss_node {
@@ -47,9 +47,9 @@ struct onyx_trainer {
     onyx_session *s;
     onyx_grad_plan *plan;
     onyx_optim_config oc;
-    int in_v;   /* graph input fed with the batch */
-    int out_v;  /* graph output the loss is attached to */
-    int root;   /* value the loss reads: out_v, or the logits before out_v's Softmax */
+    int in_v;  /* graph input fed with the batch */
+    int out_v; /* graph output the loss is attached to */
+    int root;  /* value the loss reads: out_v, or the logits before out_v's Softmax */
     bool root_is_logits_of_softmax;
     bool class_targets; /* the loss takes class indices (ce, nll), else float targets */
     loss_node loss;
@@ -57,8 +57,8 @@ struct onyx_trainer {
     size_t droot_cap;
 
     int n_params;
-    int *param_v;       /* value index of each trained parameter */
-    size_t *param_off;  /* offset (floats) in the flat buffers */
+    int *param_v;      /* value index of each trained parameter */
+    size_t *param_off; /* offset (floats) in the flat buffers */
     int64_t *param_numel;
     size_t n_floats;
     float *params;
@@ -78,8 +78,7 @@ struct onyx_trainer {
     char errmsg[ONYX_ERRMSG_SIZE];
 };
 
-static onyx_status tfail(onyx_trainer *t, onyx_status code, const char *fmt, ...)
-    ONYX_PRINTF(3, 4);
+static onyx_status tfail(onyx_trainer *t, onyx_status code, const char *fmt, ...) ONYX_PRINTF(3, 4);
 
 static onyx_status tfail(onyx_trainer *t, onyx_status code, const char *fmt, ...)
 {
@@ -159,8 +158,7 @@ static onyx_status check_options(const onyx_train_options *o, onyx_error *err)
     if (!(o->eps > 0.0f))
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "eps %g must be > 0", o->eps);
     if (o->weight_decay != -1.0f && !(o->weight_decay >= 0.0f))
-        return onyx_err(err, ONYX_ERR_INVALID_ARG, "weight decay %g must be >= 0",
-                        o->weight_decay);
+        return onyx_err(err, ONYX_ERR_INVALID_ARG, "weight decay %g must be >= 0", o->weight_decay);
     if (!(o->clip_grad_norm >= 0.0f))
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "gradient clipping norm %g must be >= 0",
                         o->clip_grad_norm);
@@ -169,6 +167,9 @@ static onyx_status check_options(const onyx_train_options *o, onyx_error *err)
                         "the step schedule needs step_size > 0 and gamma > 0");
     if (o->schedule == ONYX_SCHEDULE_COSINE && o->total_steps <= 0)
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "the cosine schedule needs total_steps > 0");
+    if (o->threads < 0)
+        return onyx_err(err, ONYX_ERR_INVALID_ARG, "threads is %d, expected 0 (default) or more",
+                        o->threads);
     if (!(o->add_dropout >= 0.0f && o->add_dropout < 1.0f))
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "dropout ratio %g must be in [0, 1)",
                         o->add_dropout);
@@ -187,7 +188,7 @@ static void set_optim_config(onyx_trainer *t)
     c->lr = o->lr > 0.0f ? o->lr : (o->optimizer == ONYX_OPTIMIZER_SGD ? 0.01f : 0.001f);
     c->momentum = o->momentum;
     c->nesterov = o->nesterov;
-    c->weight_decay = o->weight_decay >= 0.0f ? o->weight_decay
+    c->weight_decay = o->weight_decay >= 0.0f                ? o->weight_decay
                       : o->optimizer == ONYX_OPTIMIZER_ADAMW ? 0.01f
                                                              : 0.0f;
     c->beta1 = o->beta1;
@@ -223,8 +224,7 @@ static onyx_status setup_loss(onyx_trainer *t, onyx_error *err)
         op = "SoftmaxCrossEntropyLoss";
         if (producer && strcmp(producer->op_type, "LogSoftmax") == 0) {
             op = "NegativeLogLikelihoodLoss"; /* the model already ends in log-probabilities */
-        } else if (producer && strcmp(producer->op_type, "Softmax") == 0 &&
-                   producer->in[0] >= 0) {
+        } else if (producer && strcmp(producer->op_type, "Softmax") == 0 && producer->in[0] >= 0) {
             t->root = producer->in[0]; /* cross-entropy on the logits: no second softmax */
             t->root_is_logits_of_softmax = true;
         }
@@ -332,9 +332,8 @@ static onyx_status setup_params(onyx_trainer *t, onyx_error *err)
     }
     if (t->n_params == 0) {
         st = onyx_err(err, ONYX_ERR_INVALID_ARG,
-                      "%s: nothing to train: no float initializer reaches output \"%s\"%s",
-                      m->name, m->values[t->out_v].name,
-                      t->opt.n_freeze ? " (or all are frozen)" : "");
+                      "%s: nothing to train: no float initializer reaches output \"%s\"%s", m->name,
+                      m->values[t->out_v].name, t->opt.n_freeze ? " (or all are frozen)" : "");
         goto done;
     }
     int64_t n_values = 0;
@@ -343,8 +342,7 @@ static onyx_status setup_params(onyx_trainer *t, onyx_error *err)
     onyx_logf(t->opt.log, t->opt.log_user, ONYX_LOG_INFO,
               "%s: training %d parameter tensor%s (%lld values); %d left frozen because they do "
               "not reach the loss",
-              m->name, t->n_params, t->n_params == 1 ? "" : "s", (long long)n_values,
-              n_unreached);
+              m->name, t->n_params, t->n_params == 1 ? "" : "s", (long long)n_values, n_unreached);
     /* Stateful inputs of ops with update_state that are initializers and not trained. */
     for (int i = 0; i < m->n_nodes; i++) {
         const onyx_node *n = &m->nodes[i];
@@ -352,7 +350,8 @@ static onyx_status setup_params(onyx_trainer *t, onyx_error *err)
             continue;
         for (int j = 0; j < n->n_in; j++) {
             int v = n->in[j];
-            if (v < 0 || is_param[v] || is_state[v] || m->values[v].kind != ONYX_VALUE_INITIALIZER ||
+            if (v < 0 || is_param[v] || is_state[v] ||
+                m->values[v].kind != ONYX_VALUE_INITIALIZER ||
                 m->values[v].info.dtype != ONYX_DTYPE_F32 || (n->impl->grad_inputs >> j & 1u))
                 continue;
             is_state[v] = true;
@@ -420,7 +419,8 @@ onyx_status onyx_trainer_create(const char *model_path, const onyx_train_options
     onyx_train_options_init(&defaults);
     if (opt != NULL && !onyx_options_copy(&defaults, sizeof defaults, opt))
         return onyx_err(err, ONYX_ERR_INVALID_ARG,
-                        "onyx_trainer_create: options.size is %zu: call onyx_train_options_init() first (or the program was "
+                        "onyx_trainer_create: options.size is %zu: call onyx_train_options_init() "
+                        "first (or the program was "
                         "built against a newer onyx.h)",
                         opt->size);
     opt = &defaults;
@@ -504,6 +504,7 @@ onyx_status onyx_trainer_create(const char *model_path, const onyx_train_options
     onyx_session_options_init(&so);
     so.mode = ONYX_MODE_TRAIN;
     so.seed = opt->seed;
+    so.threads = opt->threads;
     st = onyx_session_create(m, &so, &t->s, err);
     if (st != ONYX_OK)
         goto fail;
@@ -575,8 +576,7 @@ static void describe_nonfinite(onyx_trainer *t, char *buf, size_t size)
     int64_t k;
     const onyx_tensor *x = &s->vals[t->in_v];
     if (x->dtype == ONYX_DTYPE_F32 && !all_finite(x->data, onyx_numel(x), &k)) {
-        snprintf(buf, size, "the input batch has a non-finite value at element %lld",
-                 (long long)k);
+        snprintf(buf, size, "the input batch has a non-finite value at element %lld", (long long)k);
         return;
     }
     for (int p = 0; p < t->n_params; p++)
@@ -592,7 +592,8 @@ static void describe_nonfinite(onyx_trainer *t, char *buf, size_t size)
             if (v < 0 || s->vals[v].dtype != ONYX_DTYPE_F32 || s->vals[v].data == NULL)
                 continue;
             if (!all_finite(s->vals[v].data, onyx_numel(&s->vals[v]), &k)) {
-                snprintf(buf, size, "the first non-finite value is output \"%s\" of node \"%s\" (%s)",
+                snprintf(buf, size,
+                         "the first non-finite value is output \"%s\" of node \"%s\" (%s)",
                          m->values[v].name, n->name, n->op_type);
                 return;
             }
@@ -610,20 +611,25 @@ static onyx_status check_targets(onyx_trainer *t, const onyx_tensor *pred, const
         return tfail(t, ONYX_ERR_INVALID_ARG, "no targets given");
     if (t->class_targets) {
         if (y->dtype != ONYX_DTYPE_I64 && y->dtype != ONYX_DTYPE_I32)
-            return tfail(t, ONYX_ERR_SHAPE, "targets have dtype %s; the %s loss takes int64 class "
-                         "indices", onyx_dtype_name(y->dtype), loss_name(t->opt.loss));
+            return tfail(t, ONYX_ERR_SHAPE,
+                         "targets have dtype %s; the %s loss takes int64 class "
+                         "indices",
+                         onyx_dtype_name(y->dtype), loss_name(t->opt.loss));
         if (pred->rank < 2 || y->rank != pred->rank - 1 || y->dims[0] != pred->dims[0])
-            return tfail(t, ONYX_ERR_SHAPE, "targets have shape %s; output \"%s\" is %s, so "
-                         "expected [%lld]", onyx_shape_str(y, a, sizeof a),
-                         t->m->values[t->out_v].name, onyx_shape_str(pred, b, sizeof b),
-                         (long long)pred->dims[0]);
+            return tfail(t, ONYX_ERR_SHAPE,
+                         "targets have shape %s; output \"%s\" is %s, so "
+                         "expected [%lld]",
+                         onyx_shape_str(y, a, sizeof a), t->m->values[t->out_v].name,
+                         onyx_shape_str(pred, b, sizeof b), (long long)pred->dims[0]);
     } else {
         if (y->dtype != ONYX_DTYPE_F32)
             return tfail(t, ONYX_ERR_SHAPE, "targets have dtype %s, expected float32",
                          onyx_dtype_name(y->dtype));
         if (!onyx_shape_equal(y, pred))
-            return tfail(t, ONYX_ERR_SHAPE, "targets have shape %s, expected %s like output "
-                         "\"%s\"", onyx_shape_str(y, a, sizeof a), onyx_shape_str(pred, b, sizeof b),
+            return tfail(t, ONYX_ERR_SHAPE,
+                         "targets have shape %s, expected %s like output "
+                         "\"%s\"",
+                         onyx_shape_str(y, a, sizeof a), onyx_shape_str(pred, b, sizeof b),
                          t->m->values[t->out_v].name);
     }
     int64_t numel;
@@ -670,7 +676,7 @@ static onyx_status loss_forward(onyx_trainer *t, const onyx_tensor *y)
     if (l->o[0].dtype != ONYX_DTYPE_F32 || onyx_numel(&l->o[0]) != 1)
         return tfail(t, ONYX_ERR_INTERNAL, "the loss is not a float32 scalar");
     l->o[0].data = &l->value;
-    onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN, .rng = &t->s->rng};
+    onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN, .rng = &t->s->rng, .pool = t->s->pool};
     if (l->node.impl->saved_size) {
         size_t need = l->node.impl->saved_size(&l->node, in, l->o);
         if (!grow(&l->saved, &l->saved_cap, need))
@@ -705,7 +711,10 @@ static onyx_status loss_backward(onyx_trainer *t, const onyx_tensor *y)
     onyx_tensor din[2] = {*pred, *y};
     din[0].data = t->droot;
     din[1].data = NULL;
-    onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN, .rng = &t->s->rng, .saved = l->saved,
+    onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN,
+                     .rng = &t->s->rng,
+                     .pool = t->s->pool,
+                     .saved = l->saved,
                      .scratch = l->scratch};
     l->node.impl->backward(&l->node, &ctx, in, l->o, dout, din);
     return ONYX_OK;
@@ -743,7 +752,7 @@ static void update_states(onyx_trainer *t)
                 if (t->state_v[k] == n->in[j])
                     state[j].data = t->state[k];
         }
-        onyx_kctx ctx = {.mode = s->mode, .rng = &s->rng, .saved = s->saved[i]};
+        onyx_kctx ctx = {.mode = s->mode, .rng = &s->rng, .saved = s->saved[i], .pool = s->pool};
         n->impl->update_state(n, &ctx, s->in, state);
     }
 }
@@ -765,8 +774,8 @@ static onyx_status gradients(onyx_trainer *t, const onyx_tensor *x, const onyx_t
     if (!isfinite(t->loss.value)) {
         describe_nonfinite(t, where, sizeof where);
         return tfail(t, ONYX_ERR_INVALID_ARG,
-                     "step %lld: the loss is %s; %s; parameters were not updated",
-                     (long long)next, isnan(t->loss.value) ? "nan" : "infinite", where);
+                     "step %lld: the loss is %s; %s; parameters were not updated", (long long)next,
+                     isnan(t->loss.value) ? "nan" : "infinite", where);
     }
     if (!grads)
         return ONYX_OK;
@@ -898,8 +907,7 @@ void onyx_trainer_progress(const onyx_trainer *t, onyx_train_progress *p)
     p->last_loss = t->last_loss;
 }
 
-void onyx_trainer_set_progress(onyx_trainer *t, int64_t epoch, int64_t position,
-                               uint64_t data_seed)
+void onyx_trainer_set_progress(onyx_trainer *t, int64_t epoch, int64_t position, uint64_t data_seed)
 {
     t->epoch = epoch;
     t->position = position;
@@ -1060,7 +1068,7 @@ static onyx_status serialize_state(onyx_trainer *t, uint8_t **out, size_t *out_s
     int n_state = c->kind == ONYX_OPTIMIZER_SGD ? 1 : 2;
     char **pnames = onyx_calloc((size_t)np + 1, sizeof(char *));
     Onnx__TensorProto **tps = onyx_calloc((size_t)(np * n_state) + 1, sizeof(*tps));
-    char (*names)[256] = onyx_calloc((size_t)(np * n_state) + 1, 256);
+    char(*names)[256] = onyx_calloc((size_t)(np * n_state) + 1, 256);
     int64_t *dims = onyx_calloc((size_t)(np * n_state) + 1, sizeof(int64_t));
     onyx_status st = ONYX_OK;
     if (!pnames || !tps || !names || !dims) {
@@ -1172,8 +1180,7 @@ static onyx_status read_checkpoint(const char *path, void **model, size_t *model
     size_t state_size = 0;
     char *manifest = NULL;
     *ts = NULL;
-    onyx_status st =
-        onyx_ckpt_read(path, model, model_size, &state, &state_size, &manifest, err);
+    onyx_status st = onyx_ckpt_read(path, model, model_size, &state, &state_size, &manifest, err);
     if (st != ONYX_OK)
         return st;
     free(manifest);
@@ -1351,8 +1358,7 @@ done:
     return st;
 }
 
-onyx_status onyx_checkpoint_info_read(const char *path, onyx_checkpoint_info *info,
-                                      onyx_error *err)
+onyx_status onyx_checkpoint_info_read(const char *path, onyx_checkpoint_info *info, onyx_error *err)
 {
     void *model = NULL;
     size_t model_size = 0;

@@ -53,6 +53,8 @@ static const char HELP[] =
     "                         or cosine (over all the steps of --epochs)\n"
     "  --warmup STEPS         linear learning-rate warm-up\n"
     "  --clip-grad-norm X     clip the global gradient norm to X\n"
+    "  --threads N            threads for the model's matrix products (default 0: one per CPU;\n"
+    "                         results do not depend on it)\n"
     "  --add-dropout P        insert Dropout(P) after each hidden activation (for models\n"
     "                         exported without it); kept in the export, off in inference\n"
     "  --freeze GLOB          do not train initializers whose name matches (repeatable)\n"
@@ -112,6 +114,7 @@ typedef struct train_cfg {
     int64_t warmup;
     double clip;
     double add_dropout;
+    int64_t threads;
     const char **freeze;
     size_t n_freeze;
     const char **plugins;
@@ -237,6 +240,9 @@ static int parse_args(int argc, char **argv, train_cfg *c)
         } else if (cli_option(&a, "--clip-grad-norm", NULL, &v)) {
             if (!cli_parse_double(v, 0.0, 3.4e38, &c->clip) || c->clip <= 0.0)
                 return cli_usage(cmd, "--clip-grad-norm must be a positive number, not '%s'", v);
+        } else if (cli_option(&a, "--threads", NULL, &v)) {
+            if (!cli_parse_i64(v, 0, 1024, &c->threads))
+                return cli_usage(cmd, "--threads must be an integer from 0 to 1024, not '%s'", v);
         } else if (cli_option(&a, "--add-dropout", NULL, &v)) {
             if (!cli_parse_double(v, 0.0, 0.999, &c->add_dropout) || c->add_dropout <= 0.0)
                 return cli_usage(cmd, "--add-dropout must be a ratio in (0, 1), not '%s'", v);
@@ -1083,6 +1089,7 @@ int cmd_train(int argc, char **argv)
     opt.warmup = c.warmup;
     opt.clip_grad_norm = (float)c.clip;
     opt.add_dropout = (float)c.add_dropout;
+    opt.threads = (int)c.threads;
     opt.freeze = c.freeze;
     opt.n_freeze = c.n_freeze;
     opt.seed = c.seed;

@@ -1011,6 +1011,8 @@ void onyx_load_options_init(onyx_load_options *opt)
 static onyx_status load_buffer(const void *data, size_t size, const char *base_dir,
                                const char *name, const onyx_load_options *opt, onyx_model **out,
                                onyx_error *err);
+static onyx_status load_file(const char *path, const onyx_load_options *opt, onyx_model **out,
+                             onyx_error *err);
 
 onyx_status onyx_model_load_buffer(const void *data, size_t size, const char *base_dir,
                                    const char *name, onyx_model **out, onyx_error *err)
@@ -1018,25 +1020,34 @@ onyx_status onyx_model_load_buffer(const void *data, size_t size, const char *ba
     return onyx_model_load_buffer_ex(data, size, base_dir, name, NULL, out, err);
 }
 
+/* A file (path) or bytes (data, size), with the caller's options checked and a failure logged. */
+static onyx_status load_with_options(const char *path, const void *data, size_t size,
+                                     const char *base_dir, const char *name,
+                                     const onyx_load_options *opt, onyx_model **out,
+                                     onyx_error *err)
+{
+    onyx_load_options o;
+    onyx_load_options_init(&o);
+    if (opt != NULL && !onyx_options_copy(&o, sizeof o, opt))
+        return onyx_err(err, ONYX_ERR_INVALID_ARG,
+                        "onyx_model_load: options.size is %zu: call onyx_load_options_init() "
+                        "first (or the program was built against a newer onyx.h)",
+                        opt->size);
+    /* A failure is logged too, so a report is needed even when the caller passes none. */
+    onyx_error local;
+    onyx_error *e = err ? err : &local;
+    onyx_status st = path ? load_file(path, &o, out, e)
+                          : load_buffer(data, size, base_dir, name, &o, out, e);
+    if (st != ONYX_OK && o.log != NULL)
+        o.log(o.log_user, ONYX_LOG_ERROR, e->msg);
+    return st;
+}
+
 onyx_status onyx_model_load_buffer_ex(const void *data, size_t size, const char *base_dir,
                                       const char *name, const onyx_load_options *opt,
                                       onyx_model **out, onyx_error *err)
 {
-    onyx_load_options defaults;
-    onyx_load_options_init(&defaults);
-    if (opt != NULL && !onyx_options_copy(&defaults, sizeof defaults, opt))
-        return onyx_err(err, ONYX_ERR_INVALID_ARG,
-                        "onyx_model_load: options.size is %zu: call onyx_load_options_init() first (or the program was "
-                        "built against a newer onyx.h)",
-                        opt->size);
-    opt = &defaults;
-    /* A failure is logged too, so a report is needed even when the caller passes none. */
-    onyx_error local;
-    onyx_error *e = err ? err : &local;
-    onyx_status st = load_buffer(data, size, base_dir, name, opt, out, e);
-    if (st != ONYX_OK && opt->log != NULL)
-        opt->log(opt->log_user, ONYX_LOG_ERROR, e->msg);
-    return st;
+    return load_with_options(NULL, data, size, base_dir, name, opt, out, err);
 }
 
 static onyx_status load_buffer(const void *data, size_t size, const char *base_dir,
@@ -1117,26 +1128,13 @@ onyx_status onyx_model_load(const char *path, onyx_model **out, onyx_error *err)
     return onyx_model_load_ex(path, NULL, out, err);
 }
 
-static onyx_status load_file(const char *path, const onyx_load_options *opt, onyx_model **out,
-                             onyx_error *err);
 
 onyx_status onyx_model_load_ex(const char *path, const onyx_load_options *opt, onyx_model **out,
                                onyx_error *err)
 {
-    onyx_load_options defaults;
-    onyx_load_options_init(&defaults);
-    if (opt != NULL && !onyx_options_copy(&defaults, sizeof defaults, opt))
-        return onyx_err(err, ONYX_ERR_INVALID_ARG,
-                        "onyx_model_load: options.size is %zu: call onyx_load_options_init() first (or the program was "
-                        "built against a newer onyx.h)",
-                        opt->size);
-    opt = &defaults;
-    onyx_error local;
-    onyx_error *e = err ? err : &local;
-    onyx_status st = load_file(path, opt, out, e);
-    if (st != ONYX_OK && opt->log != NULL)
-        opt->log(opt->log_user, ONYX_LOG_ERROR, e->msg);
-    return st;
+    if (path == NULL)
+        return onyx_err(err, ONYX_ERR_INVALID_ARG, "onyx_model_load: path is NULL");
+    return load_with_options(path, NULL, 0, NULL, NULL, opt, out, err);
 }
 
 static onyx_status load_file(const char *path, const onyx_load_options *opt, onyx_model **out,

@@ -199,11 +199,18 @@ static void gemm_reduce_c_f32(const float *restrict dy, int64_t M, int64_t N, fl
     }
 }
 
-/* Y = alpha * op(A) * op(B) + beta * C (spec: Gemm-13). */
+/* The kernel's epilogue for a fused activation (onyx_kctx.fuse). */
+static onyx_gemm_epilogue epilogue_of(int fuse)
+{
+    return fuse == ONYX_FUSE_RELU ? ONYX_GEMM_EPI_RELU : ONYX_GEMM_EPI_NONE;
+}
+
+/* Y = alpha * op(A) * op(B) + beta * C (spec: Gemm-13); with ctx->fuse, Y = Relu(that), the
+ * Relu applied tile by tile inside the GEMM. With ctx->packed, op(B) comes pre-packed
+ * (gemm_pack). */
 static void gemm_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                          onyx_tensor *out)
 {
-    (void)ctx;
     const gemm_priv *p = n->priv;
     const onyx_tensor *a = &in[0];
     const onyx_tensor *b = &in[1];
@@ -219,8 +226,10 @@ static void gemm_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *
             onyx_broadcast_copy(c, y);
             beta = p->beta;
         }
-        onyx_gemm_f32(ctx->pool, p->trans_a, p->trans_b, M, N, K, p->alpha, a->data, a->dims[1],
-                      b->data, b->dims[1], beta, y->data, N);
+        /* C is already in Y: the bias is added inside the GEMM (beta), before the epilogue. */
+        onyx_gemm_f32_epi(ctx->pool, epilogue_of(ctx->fuse), p->trans_a, p->trans_b, M, N, K,
+                          p->alpha, a->data, a->dims[1], b->data, b->dims[1], ctx->packed, beta,
+                          y->data, N);
         return;
     }
     int64_t cst[ONYX_MAX_RANK] = {0, 0};
@@ -284,12 +293,40 @@ static void gemm_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor 
     }
 }
 
+/*
+ * Pre-packing a constant B (onyx_op_impl.pack_size/pack): float32 B of rank 2, (K, N) or (N, K)
+ * with transB, packed as op(B) for this CPU's kernel (onyx_gemm_pack_b). Results are
+ * bit-identical to the unpacked run: onyx_gemm_f32_epi reads B itself for M <= 8 (its small-M
+ * path, faster there) and sums in the same order for larger M. Costs one extra copy of B.
+ */
+static size_t gemm_pack_size(const onyx_node *n, int i, const onyx_tensor *w)
+{
+    const gemm_priv *p = n->priv;
+    if (i != 1 || w->dtype != ONYX_DTYPE_F32 || w->rank != 2)
+        return 0;
+    int64_t N = w->dims[p->trans_b ? 0 : 1];
+    int64_t K = w->dims[p->trans_b ? 1 : 0];
+    return onyx_gemm_packed_size(ONYX_GEMM_ISA_AUTO, N, K);
+}
+
+static void gemm_pack(const onyx_node *n, int i, const onyx_tensor *w, void *dst)
+{
+    (void)i;
+    const gemm_priv *p = n->priv;
+    int64_t N = w->dims[p->trans_b ? 0 : 1];
+    int64_t K = w->dims[p->trans_b ? 1 : 0];
+    onyx_gemm_pack_b(ONYX_GEMM_ISA_AUTO, p->trans_b, N, K, w->data, w->dims[1], dst);
+}
+
 const onyx_op_impl onyx_impl_gemm = {
     .init = gemm_init,
     .infer = gemm_infer,
     .forward = gemm_forward,
     .backward = gemm_backward,
+    .flags = ONYX_OPF_FUSE_RELU,
     .grad_inputs = 0x7u, /* A, B, C */
+    .pack_size = gemm_pack_size,
+    .pack = gemm_pack,
 };
 
 /* ---- MatMul ------------------------------------------------------------------------------- */
@@ -433,12 +470,12 @@ static void matmul_plan_next(const matmul_plan *p, int64_t idx[ONYX_MAX_RANK], i
 }
 
 /* A: (batch_a..., M, K), B: (batch_b..., K, N), Y: (batch..., M, N); every batch item is one
- * GEMM, with A or B reused where its batch dim is broadcast. */
+ * GEMM, with A or B reused where its batch dim is broadcast. With ctx->packed, B is a constant
+ * (K, N) pre-packed by matmul_pack; with ctx->fuse, Y = Relu(A B) (float32). */
 static void matmul_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                            onyx_tensor *out)
 {
     (void)n;
-    (void)ctx;
     const onyx_tensor *a = &in[0];
     const onyx_tensor *b = &in[1];
     onyx_tensor *y = &out[0];
@@ -452,8 +489,8 @@ static void matmul_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
     /* B without batch dims: A's batch items are consecutive rows, so one GEMM does them all. */
     if (!p.b_batch) {
         if (f32)
-            onyx_gemm_f32(ctx->pool, false, false, p.rows, N, K, 1.0f, a->data, K, b->data, N, 0.0f,
-                          y->data, N);
+            onyx_gemm_f32_epi(ctx->pool, epilogue_of(ctx->fuse), false, false, p.rows, N, K, 1.0f,
+                              a->data, K, b->data, N, ctx->packed, 0.0f, y->data, N);
         else
             gemm_generic(a->dtype, false, false, p.rows, N, K, 1.0, a->data, 0, K, b->data, 0, N,
                          0.0, NULL, 0, 0, y->data, 0);
@@ -465,8 +502,9 @@ static void matmul_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
     int64_t off_b = 0;
     for (int64_t t = 0; t < p.total; t++) {
         if (f32)
-            onyx_gemm_f32(ctx->pool, false, false, M, N, K, 1.0f, (const float *)a->data + off_a, K,
-                          (const float *)b->data + off_b, N, 0.0f, (float *)y->data + t * M * N, N);
+            onyx_gemm_f32_epi(ctx->pool, epilogue_of(ctx->fuse), false, false, M, N, K, 1.0f,
+                              (const float *)a->data + off_a, K, (const float *)b->data + off_b, N,
+                              NULL, 0.0f, (float *)y->data + t * M * N, N);
         else
             gemm_generic(a->dtype, false, false, M, N, K, 1.0, a->data, off_a, K, b->data, off_b, N,
                          0.0, NULL, 0, 0, y->data, t * M * N);
@@ -525,10 +563,30 @@ static void matmul_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tenso
     }
 }
 
+/* Pre-packing a constant float32 B of rank 2, (K, N): then B has no batch dims and forward
+ * runs one GEMM over all of A's rows (bit-identical to unpacked, as for gemm_pack_size). */
+static size_t matmul_pack_size(const onyx_node *n, int i, const onyx_tensor *w)
+{
+    (void)n;
+    if (i != 1 || w->dtype != ONYX_DTYPE_F32 || w->rank != 2)
+        return 0;
+    return onyx_gemm_packed_size(ONYX_GEMM_ISA_AUTO, w->dims[1], w->dims[0]);
+}
+
+static void matmul_pack(const onyx_node *n, int i, const onyx_tensor *w, void *dst)
+{
+    (void)n;
+    (void)i;
+    onyx_gemm_pack_b(ONYX_GEMM_ISA_AUTO, false, w->dims[1], w->dims[0], w->data, w->dims[1], dst);
+}
+
 const onyx_op_impl onyx_impl_matmul = {
     .init = matmul_init,
     .infer = matmul_infer,
     .forward = matmul_forward,
     .backward = matmul_backward,
+    .flags = ONYX_OPF_FUSE_RELU,
     .grad_inputs = 0x3u, /* A, B */
+    .pack_size = matmul_pack_size,
+    .pack = matmul_pack,
 };

@@ -83,4 +83,27 @@ void onyx_gemm_f32_packed(onyx_pool *pool, bool trans_a, int64_t M, int64_t N, i
                           float alpha, const float *A, int64_t lda, const void *packed, float beta,
                           float *C, int64_t ldc);
 
+/*
+ * Fused epilogues: an element-wise function applied to each tile of C right after its last K
+ * slice is added in, while the tile is still in cache (issue #4), instead of in a separate pass
+ * over C. C = epi(alpha * op(A) * op(B) + beta * C): bit-identical to the plain GEMM followed by
+ * the function, since the function sees the finished value of each element.
+ *   ONYX_GEMM_EPI_RELU: c < 0 ? 0 : c (exactly ops/activation.c's Relu: -0 and NaN pass through).
+ */
+typedef enum onyx_gemm_epilogue {
+    ONYX_GEMM_EPI_NONE = 0,
+    ONYX_GEMM_EPI_RELU,
+} onyx_gemm_epilogue;
+
+/* The GEMM with the best path and epilogue epi. op(B) comes from `packed` (as for
+ * onyx_gemm_f32_packed, with AUTO's isa) when it is not NULL, else from B (trans_b, ldb). When
+ * both are given (a constant weight and its packed copy), products of M <= 8 rows read B: the
+ * small-M path is faster there, and so the results are those of the call without packed for
+ * every M (for M > 8 the packed and unpacked paths sum in the same order). B may be NULL only
+ * when packed is not. */
+void onyx_gemm_f32_epi(onyx_pool *pool, onyx_gemm_epilogue epi, bool trans_a, bool trans_b,
+                       int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                       const float *B, int64_t ldb, const void *packed, float beta, float *C,
+                       int64_t ldc);
+
 #endif

@@ -213,7 +213,19 @@ typedef struct onyx_kctx {
     onyx_error *err;
     /* The session's thread pool for GEMMs and large loops (NULL: this thread only). */
     struct onyx_pool *pool;
+    /* Inference runs only (NULL otherwise): the node's constant input that impl->pack_size
+     * accepted, packed once by impl->pack into session memory. forward uses it instead of that
+     * input's data when it is not NULL (the input's tensor is still passed, shape and data). */
+    const void *packed;
+    /* Inference runs only (ONYX_FUSE_NONE otherwise): the activation node that directly follows
+     * this one and reads only its first output, which forward computes too: out[0] is then the
+     * activation's output (same shape and dtype), and forward writes act(result) into it,
+     * bit-identical to running the two nodes. Only ops with ONYX_OPF_FUSE_RELU get it. */
+    int fuse;
 } onyx_kctx;
+
+/* Values of onyx_kctx.fuse. */
+enum { ONYX_FUSE_NONE = 0, ONYX_FUSE_RELU = 1 };
 
 enum {
     ONYX_OPF_SHAPE_ONLY = 1u << 0, /* forward reads only the inputs' dims, never their data */
@@ -225,6 +237,8 @@ enum {
     ONYX_OPF_GRAPH = 1u << 3,
     /* A custom op (runtime/plugin.c): never constant-folded, whatever its inputs. */
     ONYX_OPF_CUSTOM = 1u << 4,
+    /* forward can apply a following Relu itself (onyx_kctx.fuse) for float32 outputs. */
+    ONYX_OPF_FUSE_RELU = 1u << 5,
 };
 
 /*
@@ -257,6 +271,15 @@ enum {
  *  saved_size: bytes forward must keep for backward in a training step (see ctx->saved), for
  *            the shapes infer just set; NULL = none.
  *  scratch_size: bytes of temporary memory forward and backward need (ctx->scratch); NULL = none.
+ *  pack_size: bytes to pre-pack input i, a constant of the model (an initializer that is not a
+ *            graph input and not bound to a trainer's memory) whose tensor is w (data set), into
+ *            the layout forward reads fastest; 0 = input i is not packed. Asked in inference
+ *            sessions only (weights change every training step), at the first run, for each
+ *            constant input in order: the first nonzero answer wins (one packed input per node).
+ *            The packed copy costs that much session memory for the session's lifetime.
+ *            NULL = the op packs nothing.
+ *  pack:     writes the packed form of input i (tensor w) into dst (pack_size bytes, 64-byte
+ *            aligned). forward then gets it in ctx->packed.
  *  update_state: after a training step's forward, writes the new value of the op's stateful
  *            inputs (BatchNormalization's running mean and variance, from what forward saved in
  *            ctx->saved): state[i].data is a writable buffer shaped like in[i] when input i is
@@ -276,6 +299,8 @@ typedef struct onyx_op_impl {
     size_t (*scratch_size)(const onyx_node *n, const onyx_tensor *in, const onyx_tensor *out);
     void (*update_state)(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                          onyx_tensor *state);
+    size_t (*pack_size)(const onyx_node *n, int i, const onyx_tensor *w);
+    void (*pack)(const onyx_node *n, int i, const onyx_tensor *w, void *dst);
 } onyx_op_impl;
 
 /* All inputs differentiable (for grad_inputs). */
@@ -444,6 +469,19 @@ struct onyx_session {
     bool *in_bound;
     bool *out_bound;
     bool use_out_bind; /* the current run writes bound outputs in place (run_bound) */
+    /* Pre-packed constant weights (impl->pack_size/pack), inference runs only: packed[i] is node
+     * i's packed input (index packed_in[i]), made at the first inference run and kept until
+     * destroy; NULL when none. packed_done: the nodes were asked. Costs one extra copy of each
+     * packed weight (for Gemm and MatMul: every constant float32 B). */
+    void **packed;
+    int *packed_in;
+    bool packed_done;
+    /* fuse_next[i]: node i may compute node i + 1 too (a Relu reading only node i's first output,
+     * node i having ONYX_OPF_FUSE_RELU): decided from the graph at creation. Whether a run fuses
+     * is decided per run (inference only; the intermediate value must not be wanted, bound or a
+     * graph output). plan.c makes the Relu's output live from node i, so that it never shares
+     * memory with node i's inputs. */
+    bool *fuse_next;
     onyx_log_fn log;
     void *log_user;
     char errmsg[ONYX_ERRMSG_SIZE];
@@ -507,6 +545,11 @@ void onyx_plan_end(onyx_session *s);
 void onyx_plan_memory_stats(const onyx_planner *p, size_t *arena, size_t *naive);
 /* True when the size bytes at ptr overlap the arena (or the one replaced by the last run). */
 bool onyx_plan_owns(const onyx_planner *p, const void *ptr, size_t size);
+/* After onyx_plan_begin: node i computes node i + 1 too in this run (s->fuse_next[i], and its
+ * output, of dtype dt, is float32 and lives only until that Relu reads it: not kept, asked
+ * for, bound or a graph output). The plan then gives node i's output the Relu's block (it is
+ * never written) and the Relu's output a lifetime from node i. */
+bool onyx_plan_fused(const onyx_session *s, int i, onyx_dtype dt);
 
 /* ---- custom operators and logging (runtime/plugin.c) --------------------------------------- */
 

@@ -24,6 +24,11 @@
  * everything, the run goes ahead with one buffer per value (the session's own, as before
  * planning) and its actual shapes make the plan for next time.
  *
+ * A Gemm fused with the Relu after it (onyx_plan_fused) writes the Relu's output directly: that
+ * output lives from the Gemm's node (not the Relu's), so it never shares bytes with the Gemm's
+ * inputs, and the Gemm's own output, never written, gets no block of its own (it is given the
+ * Relu's), so a fused MLP needs two layers' worth of memory, not three.
+ *
  * Placement is greedy by size with best fit (TensorFlow Lite's GreedyBySize): blocks are taken
  * from largest to smallest, and each goes into the smallest gap, among the blocks already placed
  * whose lifetimes overlap its own, that holds it, or above them all.
@@ -199,6 +204,13 @@ void onyx_plan_want(onyx_planner *p, int v, bool want)
     p->want[v] = want;
 }
 
+bool onyx_plan_fused(const onyx_session *s, int i, onyx_dtype dt)
+{
+    if (s->fuse_next == NULL || !s->fuse_next[i])
+        return false;
+    return s->plan->key[s->m->nodes[i].out[0]] == CLS_ARENA && dt == ONYX_DTYPE_F32;
+}
+
 void onyx_plan_memory_stats(const onyx_planner *p, size_t *arena, size_t *naive)
 {
     *arena = p->report_arena;
@@ -290,6 +302,16 @@ static plan_slot *victim(onyx_planner *p)
     return best;
 }
 
+/* Node i (pn) computes the Relu after it in this run, into the arena: its own output is never
+ * written and needs no block of its own (it gets the Relu's, same shape). */
+static bool fused_away(const onyx_planner *p, const onyx_session *s, const onyx_tensor *shape,
+                       int pn)
+{
+    if (pn < 0 || !onyx_plan_fused(s, pn, shape[s->m->nodes[pn].out[0]].dtype))
+        return false;
+    return (p->key[s->m->nodes[pn + 1].out[0]] & 3) == CLS_ARENA;
+}
+
 /* Plans the run of key p->key into sl, with shape[v] the shape of every arena value. */
 static bool build(onyx_planner *p, const onyx_session *s, plan_slot *sl, const onyx_tensor *shape)
 {
@@ -337,9 +359,16 @@ static bool build(onyx_planner *p, const onyx_session *s, plan_slot *sl, const o
         if (size == 0 || naive > SIZE_MAX - size)
             return false;
         naive += size;
+        int pn = m->values[v].producer;
+        if (fused_away(p, s, shape, pn))
+            continue; /* shares the Relu's block, below */
         onyx_plan_block *b = &p->blocks[n_blocks++];
         b->size = size;
-        b->first = m->values[v].producer;
+        b->first = pn;
+        /* A Relu computed by the node before it (onyx_plan_fused) is written by that node:
+         * alive from there, so never sharing bytes with that node's inputs. */
+        if (pn > 0 && onyx_plan_fused(s, pn - 1, shape[m->nodes[pn - 1].out[0]].dtype))
+            b->first--;
         b->last = (p->key[v] & CLS_KEEP) ? m->n_nodes : p->last[v];
         b->offset = 0;
         b->id = v;
@@ -348,6 +377,14 @@ static bool build(onyx_planner *p, const onyx_session *s, plan_slot *sl, const o
     for (int k = 0; k < n_blocks; k++) {
         sl->size[p->blocks[k].id] = p->blocks[k].size;
         sl->offset[p->blocks[k].id] = p->blocks[k].offset;
+    }
+    for (int i = 0; i < m->n_nodes; i++) {
+        if (fused_away(p, s, shape, i)) { /* the same shape as the Relu's output */
+            int y = m->nodes[i].out[0];
+            int r = m->nodes[i + 1].out[0];
+            sl->size[y] = sl->size[r];
+            sl->offset[y] = sl->offset[r];
+        }
     }
     sl->naive = naive;
     sl->valid = true;

@@ -12,6 +12,15 @@
  * What survives a run: graph outputs, values asked for by name in onyx_session_run, and bound
  * outputs. Other intermediate values may have been overwritten by later nodes, except in runs
  * through onyx_session_forward (the trainer's), which keep every value.
+ *
+ * Inference runs (onyx_session_run/_run_bound, not training) go faster in two ways (issue #4),
+ * with bit-identical results: the first such run packs every constant weight that an op asks
+ * for (impl->pack_size: Gemm's and MatMul's float32 B) once into session memory, which costs
+ * one extra copy of each such weight for the session's lifetime; and a Gemm or MatMul directly
+ * followed by a Relu that is the only reader of its output computes the Relu itself, in the
+ * GEMM's epilogue, skipping the Relu node and its pass over memory (not when the output
+ * between them is asked for, bound or a graph output). Runs through onyx_session_forward and
+ * training sessions do neither: their weights change and backward reads the pre-activations.
  */
 #include "internal.h"
 #include "pool.h"
@@ -30,6 +39,82 @@ void onyx_session_options_init(onyx_session_options *opt)
 static bool mode_valid(onyx_mode mode)
 {
     return mode == ONYX_MODE_INFER || mode == ONYX_MODE_TRAIN || mode == ONYX_MODE_GRAPH;
+}
+
+static bool is_onnx_op(const onyx_node *n, const char *op_type)
+{
+    return (n->domain[0] == '\0' || strcmp(n->domain, "ai.onnx") == 0) &&
+           strcmp(n->op_type, op_type) == 0;
+}
+
+/* s->fuse_next from the graph: node i (ONYX_OPF_FUSE_RELU) directly followed by a Relu whose
+ * only input is node i's first output, which no other node reads. Models with a graph-level op
+ * (which may read any value) fuse nothing. */
+static onyx_status find_fusions(onyx_session *s)
+{
+    const onyx_model *m = s->m;
+    s->fuse_next = onyx_calloc((size_t)m->n_nodes + 1, sizeof(bool));
+    if (s->fuse_next == NULL)
+        return ONYX_ERR_NOMEM;
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].impl->flags & ONYX_OPF_GRAPH)
+            return ONYX_OK;
+    for (int i = 0; i + 1 < m->n_nodes; i++) {
+        const onyx_node *n = &m->nodes[i];
+        const onyx_node *r = &m->nodes[i + 1];
+        if (!(n->impl->flags & ONYX_OPF_FUSE_RELU) || n->n_out != 1 || n->out[0] < 0 ||
+            !is_onnx_op(r, "Relu") || r->n_in != 1 || r->in[0] != n->out[0] || r->n_out != 1 ||
+            r->out[0] < 0)
+            continue;
+        int y = n->out[0];
+        int readers = 0;
+        for (int k = 0; k < m->n_nodes; k++)
+            for (int j = 0; j < m->nodes[k].n_in; j++)
+                readers += m->nodes[k].in[j] == y;
+        s->fuse_next[i] = readers == 1 && !m->values[y].is_graph_output;
+    }
+    return ONYX_OK;
+}
+
+/* Pre-packs the constant inputs of every node that asks for it (impl->pack_size), once, at the
+ * first inference run. A node whose packing fails for lack of memory just runs unpacked. */
+static void pack_weights(onyx_session *s)
+{
+    const onyx_model *m = s->m;
+    s->packed_done = true;
+    s->packed = onyx_calloc((size_t)m->n_nodes + 1, sizeof(void *));
+    s->packed_in = onyx_calloc((size_t)m->n_nodes + 1, sizeof(int));
+    if (s->packed == NULL || s->packed_in == NULL)
+        return;
+    int count = 0;
+    size_t total = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const onyx_node *n = &m->nodes[i];
+        if (n->impl->pack_size == NULL || n->impl->pack == NULL || s->run_const[i])
+            continue;
+        for (int j = 0; j < n->n_in; j++) {
+            int v = n->in[j];
+            if (v < 0 || m->values[v].kind != ONYX_VALUE_INITIALIZER ||
+                m->values[v].is_graph_input || s->bound[v] != NULL ||
+                !onyx_shape_known(&m->values[v].info) || m->values[v].info.data == NULL)
+                continue;
+            size_t size = n->impl->pack_size(n, j, &m->values[v].info);
+            if (size == 0)
+                continue;
+            void *dst = aligned_alloc(64, (size + 63) & ~(size_t)63);
+            if (dst != NULL) {
+                n->impl->pack(n, j, &m->values[v].info, dst);
+                s->packed[i] = dst;
+                s->packed_in[i] = j;
+                count++;
+                total += size;
+            }
+            break;
+        }
+    }
+    if (count > 0)
+        onyx_logf(s->log, s->log_user, ONYX_LOG_INFO,
+                  "session: %d constant weights pre-packed, %zu bytes", count, total);
 }
 
 onyx_status onyx_session_create(const onyx_model *model, const onyx_session_options *opt,
@@ -84,6 +169,10 @@ onyx_status onyx_session_create(const onyx_model *model, const onyx_session_opti
     }
     if (model->n_nodes > 0)
         memcpy(s->run_const, model->node_const, sizeof(bool) * (size_t)model->n_nodes);
+    if (find_fusions(s) != ONYX_OK) {
+        onyx_session_destroy(s);
+        return onyx_err(err, ONYX_ERR_NOMEM, "onyx_session_create: out of memory");
+    }
     *out = s;
     return ONYX_OK;
 }
@@ -100,6 +189,12 @@ void onyx_session_destroy(onyx_session *s)
     if (s->saved)
         for (int i = 0; i < s->m->n_nodes; i++)
             free(s->saved[i]);
+    if (s->packed)
+        for (int i = 0; i < s->m->n_nodes; i++)
+            free(s->packed[i]);
+    free(s->packed);
+    free(s->packed_in);
+    free(s->fuse_next);
     free(s->saved);
     free(s->saved_cap);
     free(s->scratch);
@@ -359,11 +454,89 @@ static onyx_status check_fed_memory(onyx_session *s)
     return ONYX_OK;
 }
 
-/* Runs every node not folded at load. keep_all: every value survives the run. */
+/* Node i's inputs into s->in, infers its outputs into s->out and gives each its memory (the
+ * arena block, the caller's bound buffer, or a buffer of its own), recording them in s->vals. */
+static onyx_status prepare_node(onyx_session *s, int i)
+{
+    const onyx_model *m = s->m;
+    const onyx_node *n = &m->nodes[i];
+    onyx_error err;
+    for (int j = 0; j < n->n_in; j++) {
+        if (n->in[j] >= 0) {
+            s->in[j] = s->vals[n->in[j]];
+        } else {
+            memset(&s->in[j], 0, sizeof s->in[j]);
+            s->in[j].rank = -1;
+        }
+    }
+    for (int j = 0; j < n->n_out; j++) {
+        memset(&s->out[j], 0, sizeof s->out[j]);
+        s->out[j].rank = -1;
+    }
+    onyx_status st = n->impl->infer(n, s->in, s->out, &err);
+    if (st != ONYX_OK)
+        return onyx_session_fail(s, st, "%s", err.msg);
+    for (int j = 0; j < n->n_out; j++) {
+        int v = n->out[j];
+        if (v < 0)
+            continue;
+        onyx_tensor *o = &s->out[j];
+        int64_t numel;
+        if (!onyx_shape_known(o) || o->dtype == ONYX_DTYPE_UNDEFINED)
+            return onyx_session_fail(s, ONYX_ERR_INTERNAL,
+                                     "node \"%s\" (%s): output %d has no shape after inference",
+                                     n->name, n->op_type, j);
+        if (!onyx_shape_numel(o->dims, o->rank, onyx_dtype_size(o->dtype), &numel)) {
+            char sh[128];
+            return onyx_session_fail(
+                s, ONYX_ERR_SHAPE, "node \"%s\" (%s): output \"%s\" of shape %s is too large",
+                n->name, n->op_type, m->values[v].name, onyx_shape_str(o, sh, sizeof sh));
+        }
+        if (s->use_out_bind && s->out_bound[v]) {
+            /* Zero copy: the node writes into the caller's buffer. */
+            const onyx_tensor *b = &s->out_bind[v];
+            if (b->dtype != o->dtype || !onyx_shape_equal(b, o))
+                return bound_mismatch(s, v, o);
+            o->data = b->data;
+            s->vals[v] = *o;
+            continue;
+        }
+        size_t nb = (size_t)numel * onyx_dtype_size(o->dtype);
+        o->data = onyx_plan_memory(s, v, nb);
+        if (o->data == NULL) {
+            /* Outside the plan: a buffer of its own (the plan is made again at the end). */
+            void *before = s->buf[v];
+            if (!grow(&s->buf[v], &s->cap[v], nb))
+                return onyx_session_fail(s, ONYX_ERR_NOMEM, "out of memory for \"%s\" (%zu bytes)",
+                                         m->values[v].name, nb);
+            if (s->buf[v] != before)
+                onyx_logf(s->log, s->log_user, ONYX_LOG_DEBUG,
+                          "session: %zu bytes for \"%s\" (node \"%s\", %s)", s->cap[v],
+                          m->values[v].name, n->name, n->op_type);
+            s->spilled = true;
+            o->data = s->buf[v];
+        }
+        s->vals[v] = *o;
+    }
+    return ONYX_OK;
+}
+
+/* Node i computes node i + 1 (a Relu) too in this run: an inference run, and the plan says so
+ * (onyx_plan_fused: the value between them is float32 and not kept, asked for or bound). */
+static bool fuse_now(const onyx_session *s, int i, bool infer_run)
+{
+    if (!infer_run || !s->fuse_next[i])
+        return false;
+    return onyx_plan_fused(s, i, s->out[0].dtype);
+}
+
+/* Runs every node not folded at load. keep_all: every value survives the run. Inference runs
+ * (not keep_all, not training) use pre-packed weights and fused activations. */
 static onyx_status run_nodes(onyx_session *s, bool keep_all)
 {
     const onyx_model *m = s->m;
     onyx_error err;
+    bool infer_run = !keep_all && !s->training;
     onyx_status st = check_fed_memory(s);
     bool planned;
     if (st == ONYX_OK)
@@ -372,70 +545,32 @@ static onyx_status run_nodes(onyx_session *s, bool keep_all)
         return st;
     if (planned)
         free_spilled(s);
+    if (infer_run && !s->packed_done)
+        pack_weights(s);
     for (int i = 0; i < m->n_nodes; i++) {
         if (s->run_const[i])
             continue;
         const onyx_node *n = &m->nodes[i];
-        for (int j = 0; j < n->n_in; j++) {
-            if (n->in[j] >= 0) {
-                s->in[j] = s->vals[n->in[j]];
-            } else {
-                memset(&s->in[j], 0, sizeof s->in[j]);
-                s->in[j].rank = -1;
-            }
-        }
-        for (int j = 0; j < n->n_out; j++) {
-            memset(&s->out[j], 0, sizeof s->out[j]);
-            s->out[j].rank = -1;
-        }
-        st = n->impl->infer(n, s->in, s->out, &err);
+        st = prepare_node(s, i);
         if (st != ONYX_OK)
-            return onyx_session_fail(s, st, "%s", err.msg);
-        for (int j = 0; j < n->n_out; j++) {
-            int v = n->out[j];
-            if (v < 0)
-                continue;
-            onyx_tensor *o = &s->out[j];
-            int64_t numel;
-            if (!onyx_shape_known(o) || o->dtype == ONYX_DTYPE_UNDEFINED)
-                return onyx_session_fail(s, ONYX_ERR_INTERNAL,
-                                         "node \"%s\" (%s): output %d has no shape after inference",
-                                         n->name, n->op_type, j);
-            if (!onyx_shape_numel(o->dims, o->rank, onyx_dtype_size(o->dtype), &numel)) {
-                char sh[128];
-                return onyx_session_fail(
-                    s, ONYX_ERR_SHAPE, "node \"%s\" (%s): output \"%s\" of shape %s is too large",
-                    n->name, n->op_type, m->values[v].name, onyx_shape_str(o, sh, sizeof sh));
-            }
-            if (s->use_out_bind && s->out_bound[v]) {
-                /* Zero copy: the node writes into the caller's buffer. */
-                const onyx_tensor *b = &s->out_bind[v];
-                if (b->dtype != o->dtype || !onyx_shape_equal(b, o))
-                    return bound_mismatch(s, v, o);
-                o->data = b->data;
-                s->vals[v] = *o;
-                continue;
-            }
-            size_t nb = (size_t)numel * onyx_dtype_size(o->dtype);
-            o->data = onyx_plan_memory(s, v, nb);
-            if (o->data == NULL) {
-                /* Outside the plan: a buffer of its own (the plan is made again at the end). */
-                void *before = s->buf[v];
-                if (!grow(&s->buf[v], &s->cap[v], nb))
-                    return onyx_session_fail(s, ONYX_ERR_NOMEM,
-                                             "out of memory for \"%s\" (%zu bytes)",
-                                             m->values[v].name, nb);
-                if (s->buf[v] != before)
-                    onyx_logf(s->log, s->log_user, ONYX_LOG_DEBUG,
-                              "session: %zu bytes for \"%s\" (node \"%s\", %s)", s->cap[v],
-                              m->values[v].name, n->name, n->op_type);
-                s->spilled = true;
-                o->data = s->buf[v];
-            }
-            s->vals[v] = *o;
-        }
+            return st;
         onyx_kctx ctx = {
             .mode = s->mode, .rng = &s->rng, .session = s, .err = &err, .pool = s->pool};
+        if (fuse_now(s, i, infer_run)) {
+            /* Node i writes the Relu's output: prepare the Relu, then node i again. */
+            st = prepare_node(s, i + 1);
+            if (st != ONYX_OK)
+                return st;
+            onyx_tensor r = s->out[0];
+            for (int j = 0; j < n->n_in; j++)
+                if (n->in[j] >= 0)
+                    s->in[j] = s->vals[n->in[j]];
+            s->out[0] = r;
+            ctx.fuse = ONYX_FUSE_RELU;
+        }
+        if (infer_run && s->packed != NULL && s->packed[i] != NULL &&
+            s->bound[n->in[s->packed_in[i]]] == NULL)
+            ctx.packed = s->packed[i];
         st = node_memory(s, i, &ctx);
         if (st != ONYX_OK)
             return st;
@@ -443,6 +578,8 @@ static onyx_status run_nodes(onyx_session *s, bool keep_all)
         n->impl->forward(n, &ctx, s->in, s->out);
         if ((n->impl->flags & ONYX_OPF_GRAPH) && err.code != ONYX_OK)
             return onyx_session_fail(s, err.code, "%s", err.msg);
+        if (ctx.fuse != ONYX_FUSE_NONE)
+            i++; /* the Relu is done */
     }
     onyx_plan_end(s);
     return ONYX_OK;

@@ -1,12 +1,17 @@
 /* test_gemm.c — onyx_gemm_f32 against its naive reference, and the Gemm and MatMul ops, forward
- * and backward. */
+ * and backward; pre-packed weights and the fused Relu epilogue against the plain path, bit for
+ * bit. */
 #include "check.h"
 #include "gemm.h"
+#include "gemm_kernel.h"
 #include "grad_check.h"
 #include "op_harness.h"
+#include "pool.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 static uint64_t lcg_state = 88172645463325252u; /* th_frand's: this file's data in [-1, 1) */
 
@@ -915,6 +920,236 @@ static void test_matmul_backward(void)
     CHECK(onyx_op_find("", "MatMul", 13)->impl->grad_inputs == 0x3u);
 }
 
+/* ---- pre-packed B and the fused Relu epilogue ------------------------------------------------ */
+
+static void relu_rows(float *c, int64_t M, int64_t N, int64_t ldc)
+{
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++)
+            c[i * ldc + j] = c[i * ldc + j] < 0.0f ? 0.0f : c[i * ldc + j];
+}
+
+/* 1 when the M rows of stride ldc (gap columns included) differ in any bit, else 0. */
+static int64_t bit_diffs(const float *x, const float *y, int64_t M, int64_t ldc)
+{
+    return memcmp(x, y, sizeof(float) * (size_t)(M * ldc)) != 0;
+}
+
+/*
+ * For each shape, transpose form, beta and pool: the plain GEMM followed by a Relu pass is the
+ * reference. onyx_gemm_f32_epi with the Relu epilogue (unpacked, and packed with B also given)
+ * must equal it bit for bit; the packed call without epilogue must equal the plain GEMM bit for
+ * bit. onyx_gemm_f32_packed (no B to fall back on) too for M > 8; for M <= 8 it takes the
+ * packed direct path, which sums K in another order than the small-M path (gemm_kernel.h), so
+ * there only a tolerance holds.
+ */
+static void test_gemm_packed_epilogue(void)
+{
+    const int64_t Ms[] = {1, 3, 8, 9, 17, 64, 131};
+    const int64_t Ns[] = {1, 5, 37, 129};
+    const int64_t Ks[] = {1, 7, 300};
+    onyx_pool *pool = NULL;
+    CHECK(onyx_pool_create(2, &pool) == ONYX_OK);
+    int64_t bad_epi = 0;
+    int64_t bad_packed = 0;
+    int64_t bad_small = 0;
+    int64_t small_differ = 0;
+    int64_t relu_hits = 0;
+    int64_t cases = 0;
+    for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++)
+        for (size_t ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++)
+            for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++)
+                for (int form = 0; form < 4 * 2 * 2; form++) {
+                    bool ta = form & 1;
+                    bool tb = form & 2;
+                    float beta = (form & 4) ? 1.0f : 0.0f;
+                    onyx_pool *pl = (form & 8) ? pool : NULL;
+                    int64_t M = Ms[mi];
+                    int64_t N = Ns[ni];
+                    int64_t K = Ks[ki];
+                    int64_t lda = (ta ? M : K) + 2;
+                    int64_t ldb = (tb ? K : N) + 1;
+                    int64_t ldc = N + 3;
+                    size_t na = (size_t)((ta ? K : M) * lda);
+                    size_t nb = (size_t)((tb ? N : K) * ldb);
+                    size_t nc = (size_t)(M * ldc);
+                    float *a = malloc(sizeof(float) * na);
+                    float *b = malloc(sizeof(float) * nb);
+                    float *c0 = malloc(sizeof(float) * nc);
+                    float *ref = malloc(sizeof(float) * nc);
+                    float *c1 = malloc(sizeof(float) * nc);
+                    size_t psize = onyx_gemm_packed_size(ONYX_GEMM_ISA_AUTO, N, K);
+                    void *packed = aligned_alloc(64, (psize + 63) / 64 * 64);
+                    if (!a || !b || !c0 || !ref || !c1 || !packed) {
+                        CHECK(!"out of memory");
+                        return;
+                    }
+                    fill(a, na);
+                    fill(b, nb);
+                    fill(c0, nc);
+                    onyx_gemm_pack_b(ONYX_GEMM_ISA_AUTO, tb, N, K, b, ldb, packed);
+                    float alpha = 0.7f;
+                    /* plain, and plain + Relu (the reference) */
+                    memcpy(ref, c0, sizeof(float) * nc);
+                    onyx_gemm_f32(pl, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, ref, ldc);
+                    float *plain = malloc(sizeof(float) * nc);
+                    if (plain == NULL) {
+                        CHECK(!"out of memory");
+                        return;
+                    }
+                    memcpy(plain, ref, sizeof(float) * nc);
+                    relu_rows(ref, M, N, ldc);
+                    for (size_t k = 0; k < nc; k++)
+                        relu_hits += plain[k] < 0.0f;
+                    /* fused, unpacked */
+                    memcpy(c1, c0, sizeof(float) * nc);
+                    onyx_gemm_f32_epi(pl, ONYX_GEMM_EPI_RELU, ta, tb, M, N, K, alpha, a, lda, b,
+                                      ldb, NULL, beta, c1, ldc);
+                    bad_epi += bit_diffs(c1, ref, M, ldc);
+                    /* fused, packed (B given too) */
+                    memcpy(c1, c0, sizeof(float) * nc);
+                    onyx_gemm_f32_epi(pl, ONYX_GEMM_EPI_RELU, ta, tb, M, N, K, alpha, a, lda, b,
+                                      ldb, packed, beta, c1, ldc);
+                    bad_epi += bit_diffs(c1, ref, M, ldc);
+                    /* packed, no epilogue */
+                    memcpy(c1, c0, sizeof(float) * nc);
+                    onyx_gemm_f32_epi(pl, ONYX_GEMM_EPI_NONE, ta, tb, M, N, K, alpha, a, lda, b,
+                                      ldb, packed, beta, c1, ldc);
+                    bad_packed += bit_diffs(c1, plain, M, ldc);
+                    /* packed only (no B): exact for M > 8, close for M <= 8 */
+                    memcpy(c1, c0, sizeof(float) * nc);
+                    onyx_gemm_f32_packed(pl, ta, M, N, K, alpha, a, lda, packed, beta, c1, ldc);
+                    if (M > 8) {
+                        bad_packed += bit_diffs(c1, plain, M, ldc);
+                    } else {
+                        for (size_t k = 0; k < nc; k++) {
+                            bad_small += fabsf(c1[k] - plain[k]) > 1e-5f * (float)K;
+                            small_differ += c1[k] != plain[k];
+                        }
+                    }
+                    cases++;
+                    free(a);
+                    free(b);
+                    free(c0);
+                    free(ref);
+                    free(c1);
+                    free(plain);
+                    free(packed);
+                }
+    printf("packed/fused GEMM: %lld cases, %lld elements clipped by the Relu; packed-only M <= 8: "
+           "%lld elements differ from the small-M path in the last bits\n",
+           (long long)cases, (long long)relu_hits, (long long)small_differ);
+    CHECK(relu_hits > 0);
+    CHECK(bad_epi == 0);
+    CHECK(bad_packed == 0);
+    CHECK(bad_small == 0);
+
+    /* K == 0 and alpha == 0: C = Relu(beta * C) */
+    float c[4] = {-1.0f, 2.0f, -0.0f, 3.0f};
+    onyx_gemm_f32_epi(pool, ONYX_GEMM_EPI_RELU, false, false, 2, 2, 0, 1.0f, NULL, 1, NULL, 2, NULL,
+                      2.0f, c, 2);
+    CHECK(c[0] == 0.0f && c[1] == 4.0f && c[2] == 0.0f && signbit(c[2]) && c[3] == 6.0f);
+    /* NaN passes through the Relu as it does through ops/activation.c's */
+    float an[1] = {NAN};
+    float bn[1] = {1.0f};
+    float cn[1] = {0.0f};
+    onyx_gemm_f32_epi(NULL, ONYX_GEMM_EPI_RELU, false, false, 1, 1, 1, 1.0f, an, 1, bn, 1, NULL,
+                      0.0f, cn, 1);
+    CHECK(isnan(cn[0]));
+    onyx_pool_destroy(pool);
+}
+
+/* Runs node t's forward again by hand with ctx.packed (the node's own pack of input 1) and
+ * ctx.fuse = Relu, into a fresh buffer shaped like out[0]; returns it (caller frees). */
+static float *forward_packed_fused(th_node *t, const onyx_tensor *in, const onyx_tensor *out,
+                                   bool pack, bool fuse)
+{
+    onyx_node *n = th_onyx_node(t);
+    void *packed = NULL;
+    if (pack) {
+        size_t size = n->impl->pack_size(n, 1, &in[1]);
+        CHECK(size > 0);
+        CHECK(n->impl->pack_size(n, 0, &in[0]) == 0); /* only B is packed */
+        packed = aligned_alloc(64, (size + 63) / 64 * 64);
+        n->impl->pack(n, 1, &in[1], packed);
+    }
+    onyx_tensor y = out[0];
+    y.data = malloc(onyx_nbytes(&out[0]));
+    onyx_kctx ctx = {
+        .mode = ONYX_MODE_INFER, .packed = packed, .fuse = fuse ? ONYX_FUSE_RELU : ONYX_FUSE_NONE};
+    n->impl->forward(n, &ctx, in, &y);
+    free(packed);
+    return y.data;
+}
+
+/* Gemm (transA/transB, alpha, a [N] bias) and MatMul (3-D A folded into rows) with a packed B
+ * and the fused Relu: bit for bit Relu(the plain forward). */
+static void test_gemm_op_packed_fused(void)
+{
+    onyx_error err = {0};
+    for (int form = 0; form < 4; form++) {
+        for (int64_t M = 1; M <= 40; M += 13) {
+            int64_t K = 23;
+            int64_t N = 19;
+            bool ta = form & 1;
+            bool tb = form & 2;
+            float a[40 * 23];
+            float b[23 * 19];
+            float c[19];
+            fill(a, sizeof a / sizeof a[0]);
+            fill(b, sizeof b / sizeof b[0]);
+            fill(c, 19);
+            th_node *n = th_node_new("Gemm", 13, 3, 1);
+            th_attr_int(n, "transA", ta);
+            th_attr_int(n, "transB", tb);
+            th_attr_float(n, "alpha", 0.6f);
+            onyx_tensor in[3] = {th_f32(2, ta ? (int64_t[]){K, M} : (int64_t[]){M, K}, a),
+                                 th_f32(2, tb ? (int64_t[]){N, K} : (int64_t[]){K, N}, b),
+                                 th_f32(1, (int64_t[]){N}, c)};
+            onyx_tensor out[1];
+            CHECK_OK(th_run(n, ONYX_MODE_INFER, in, out, &err), err.msg);
+            float want[40 * 19];
+            memcpy(want, out[0].data, onyx_nbytes(&out[0]));
+            float *y = forward_packed_fused(n, in, out, true, false);
+            CHECK(memcmp(y, want, onyx_nbytes(&out[0])) == 0);
+            free(y);
+            relu_rows(want, M, N, N);
+            y = forward_packed_fused(n, in, out, true, true);
+            CHECK(memcmp(y, want, onyx_nbytes(&out[0])) == 0);
+            free(y);
+            y = forward_packed_fused(n, in, out, false, true);
+            CHECK(memcmp(y, want, onyx_nbytes(&out[0])) == 0);
+            free(y);
+            th_node_free(n);
+        }
+    }
+    /* MatMul: A [2, 9, 23] x B [23, 19]: the 18 rows in one GEMM */
+    float a[2 * 9 * 23];
+    float b[23 * 19];
+    fill(a, sizeof a / sizeof a[0]);
+    fill(b, sizeof b / sizeof b[0]);
+    th_node *n = th_node_new("MatMul", 13, 2, 1);
+    onyx_tensor in[2] = {th_f32(3, (int64_t[]){2, 9, 23}, a), th_f32(2, (int64_t[]){23, 19}, b)};
+    onyx_tensor out[1];
+    CHECK_OK(th_run(n, ONYX_MODE_INFER, in, out, &err), err.msg);
+    float want[2 * 9 * 19];
+    memcpy(want, out[0].data, sizeof want);
+    float *y = forward_packed_fused(n, in, out, true, false);
+    CHECK(memcmp(y, want, sizeof want) == 0);
+    free(y);
+    relu_rows(want, 18, 19, 19);
+    y = forward_packed_fused(n, in, out, true, true);
+    CHECK(memcmp(y, want, sizeof want) == 0);
+    free(y);
+    /* only float32 B of rank 2 is packed */
+    onyx_node *on = th_onyx_node(n);
+    onyx_tensor b3 = th_f32(3, (int64_t[]){1, 23, 19}, b);
+    CHECK(on->impl->pack_size(on, 1, &b3) == 0);
+    onyx_tensor b64 = th_tensor(ONYX_DTYPE_F64, 2, (int64_t[]){23, 19}, NULL);
+    CHECK(on->impl->pack_size(on, 1, &b64) == 0);
+    th_node_free(n);
+}
+
 int main(void)
 {
     test_gemm_edges();
@@ -929,5 +1164,7 @@ int main(void)
     test_gemm_backward_c_forms();
     test_gemm_grad_check();
     test_matmul_backward();
+    test_gemm_packed_epilogue();
+    test_gemm_op_packed_fused();
     return check_report();
 }

@@ -1,11 +1,12 @@
 /* test_plan.c — memory planning (runtime/plan.c, runtime/session.c): the placement never lets
  * two blocks of overlapping lifetimes share bytes and packs a chain into two blocks; a deep MLP
  * runs in a few layers' worth of memory, bit for bit as a session that keeps every value (a
- * training session); repeated runs, also with alternating batch sizes, allocate nothing (malloc
- * and friends are wrapped at link time); a value asked for by name survives; graph outputs that
- * are also inputs, initializers or read by later nodes; shapes decided by data (planned ahead
- * through a Shape chain, or learnt from a run and re-planned when they change); zero-copy
- * outputs written in place; an output fed back as an input is refused. */
+ * training session, which neither pre-packs weights nor fuses Gemm + Relu); repeated runs, also
+ * with alternating batch sizes, allocate nothing (malloc and friends are wrapped at link time); a
+ * value asked for by name survives; graph outputs that are also inputs, initializers or read by
+ * later nodes; shapes decided by data (planned ahead through a Shape chain, or learnt from a run
+ * and re-planned when they change); zero-copy outputs written in place; an output fed back as an
+ * input is refused. */
 #include "check.h"
 #include "internal.h"
 #include "onyx.h"
@@ -209,6 +210,17 @@ static void test_deep_mlp(void)
     CHECK(!s->spilled); /* planned before the first run */
     CHECK(y.rank == 2 && y.dims[0] == 64 && y.dims[1] == WIDTH);
     CHECK(same_bits(&y, &yk));
+    /* the inference session packed its weights at the first run and fused each Gemm with its
+     * Relu (the Gemm's output shares the Relu's block), so the allocation counts below cover
+     * both; the training session did neither */
+    CHECK(s->packed != NULL && s->packed[0] != NULL && keep->packed == NULL);
+    int fc0 = onyx_model_find_value(m, "fc0.out");
+    int act0 = onyx_model_find_value(m, "act0.out");
+    CHECK(fc0 >= 0 && act0 >= 0);
+    if (fc0 >= 0 && act0 >= 0) {
+        CHECK(s->vals[fc0].data == s->vals[act0].data);
+        CHECK(keep->vals[fc0].data != keep->vals[act0].data);
+    }
 
     /* 20 Gemm and 19 Relu outputs of 64 x 96 floats: one buffer each would be 39 layers; the
      * arena holds what lives at once: a layer's input and output */

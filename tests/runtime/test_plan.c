@@ -7,6 +7,7 @@
  * later nodes; shapes decided by data (planned ahead through a Shape chain, or learnt from a run
  * and re-planned when they change); zero-copy outputs written in place; an output fed back as an
  * input is refused. */
+#include "alloc_count.h"
 #include "check.h"
 #include "internal.h"
 #include "onyx.h"
@@ -16,41 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- allocation counting (linked with -Wl,--wrap=malloc,...) ------------------------------- */
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
-void *__real_aligned_alloc(size_t align, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-void *__wrap_aligned_alloc(size_t align, size_t n);
-static long n_allocs;
-
-void *__wrap_malloc(size_t n)
-{
-    n_allocs++;
-    return __real_malloc(n);
-}
-
-void *__wrap_calloc(size_t n, size_t size)
-{
-    n_allocs++;
-    return __real_calloc(n, size);
-}
-
-void *__wrap_realloc(void *p, size_t n)
-{
-    n_allocs++;
-    return __real_realloc(p, n);
-}
-
-void *__wrap_aligned_alloc(size_t align, size_t n)
-{
-    n_allocs++;
-    return __real_aligned_alloc(align, n);
-}
 
 /* ---- placement ------------------------------------------------------------------------------ */
 
@@ -243,13 +209,13 @@ static void test_deep_mlp(void)
     CHECK(onyx_session_flops(NULL, &flops) == ONYX_ERR_INVALID_ARG);
 
     /* repeated runs allocate nothing */
-    long before = n_allocs;
+    long before = th_alloc_count();
     for (int r = 0; r < 5; r++) {
         fill(x, 64 * WIDTH, r + 2);
         CHECK_OK(run_batch(s, x, 64, &y), onyx_session_errmsg(s));
     }
-    CHECK(n_allocs == before);
-    printf("allocations in 5 repeated runs: %ld\n", n_allocs - before);
+    CHECK(th_alloc_count() == before);
+    printf("allocations in 5 repeated runs: %ld\n", th_alloc_count() - before);
 
     /* other batch sizes: planned again, right for each; then alternating, nothing allocated */
     int64_t batches[] = {3, 64, 1, 17, 3};
@@ -264,14 +230,14 @@ static void test_deep_mlp(void)
         l = (l + 63) / 64 * 64;
         CHECK(naive == (2 * DEPTH - 1) * l && arena <= 2 * l);
     }
-    before = n_allocs;
+    before = th_alloc_count();
     for (int r = 0; r < 3; r++)
         for (int k = 0; k < 4; k++) {
             CHECK_OK(run_batch(s, x, batches[k], &y), onyx_session_errmsg(s));
             CHECK(y.dims[0] == batches[k]);
         }
-    CHECK(n_allocs == before);
-    printf("allocations in 12 runs alternating 4 batch sizes: %ld\n", n_allocs - before);
+    CHECK(th_alloc_count() == before);
+    printf("allocations in 12 runs alternating 4 batch sizes: %ld\n", th_alloc_count() - before);
 
     /* an intermediate value asked for by name survives the run; bit for bit as when kept */
     fill(x, 8 * WIDTH, 99);
@@ -342,12 +308,12 @@ static void test_deep_mlp(void)
     size_t bnaive = 0;
     CHECK_OK(onyx_session_memory(s, &barena, &bnaive), "memory");
     CHECK(bnaive == (2 * DEPTH - 3) * 8 * WIDTH * sizeof(float)); /* bound ones not counted */
-    before = n_allocs;
+    before = th_alloc_count();
     for (int r = 0; r < 5; r++) {
         fill(x, 8 * WIDTH, 40 + r);
         CHECK_OK(onyx_session_run_bound(s), onyx_session_errmsg(s));
     }
-    CHECK(n_allocs == before);
+    CHECK(th_alloc_count() == before);
     CHECK_OK(onyx_session_run(keep, 1, in_names, &in, 2, both, kouts), onyx_session_errmsg(keep));
     CHECK(memcmp(logits, kouts[0].data, sizeof logits) == 0);
     CHECK(memcmp(hidden, kouts[1].data, sizeof hidden) == 0);
@@ -536,13 +502,13 @@ static void test_outputs_everywhere(void)
         const char *in_names[] = {"x"};
         onyx_tensor out[4];
         memset(out, 0, sizeof out);
-        long before = n_allocs;
+        long before = th_alloc_count();
         for (int r = 0; r < 3; r++) {
             if (r == 2)
-                before = n_allocs;
+                before = th_alloc_count();
             CHECK_OK(onyx_session_run(s, 1, in_names, &in, 4, NULL, out), onyx_session_errmsg(s));
         }
-        CHECK(n_allocs == before);
+        CHECK(th_alloc_count() == before);
         int wrong = 0;
         for (int64_t i = 0; i < batch * 4; i++) {
             float a = x[i] > 0 ? x[i] : 0;
@@ -651,9 +617,9 @@ static void test_data_shapes(void)
         const char *in_names[] = {"x", "t"};
         onyx_tensor o;
         memset(&o, 0, sizeof o);
-        long before = n_allocs;
+        long before = th_alloc_count();
         CHECK_OK(onyx_session_run(s, 2, in_names, ins, 1, NULL, &o), onyx_session_errmsg(s));
-        long allocs = n_allocs - before;
+        long allocs = th_alloc_count() - before;
         if (r == 0)
             CHECK(s->spilled); /* nothing could be planned ahead */
         if (r == 1 || r == 3 || r == 4 || r == 5)

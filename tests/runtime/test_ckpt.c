@@ -5,6 +5,7 @@
  * incomplete archives are made here with libzip directly. The crash test forks a writer, kills
  * it with SIGKILL at random moments and checks that the checkpoint still verifies each time. */
 #include "check.h"
+#include "test_files.h"
 #include "internal.h"
 
 #include <dirent.h>
@@ -19,49 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <zip.h>
-
-static char g_dir[512];
-
-static const char *path_of(const char *name)
-{
-    static char buf[4][1024];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof(buf[k]), "%s/%s", g_dir, name);
-    return buf[k];
-}
-
-static bool file_exists(const char *path)
-{
-    return access(path, F_OK) == 0;
-}
-
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    *n = 0;
-    if (f == NULL)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc(size > 0 ? (size_t)size : 1);
-    *n = fread(buf, 1, (size_t)size, f);
-    fclose(f);
-    return buf;
-}
-
-static void write_bytes(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL) {
-        perror(path);
-        return;
-    }
-    if (n > 0)
-        fwrite(data, 1, n, f);
-    fclose(f);
-}
 
 /* Deterministic bytes: seed selects the sequence (xorshift64*). */
 static void fill_pattern(unsigned char *p, size_t n, uint64_t seed)
@@ -131,11 +89,11 @@ static void make_zip(const char *path, int n, const char *const *names, const ch
     CHECK(zip_close(za) == 0);
 }
 
-/* Number of files in g_dir whose name starts with prefix; *n_dots (if not NULL) gets the
+/* Number of files in th_tmpdir() whose name starts with prefix; *n_dots (if not NULL) gets the
  * number of '.' in the last one's name after the prefix. */
 static int count_prefixed_dots(const char *prefix, int *n_dots)
 {
-    DIR *d = opendir(g_dir);
+    DIR *d = opendir(th_tmpdir());
     int n = 0;
     if (d == NULL)
         return -1;
@@ -166,13 +124,13 @@ static const char MANIFEST[] = ONYX_CKPT_FORMAT_LINE "\nstep 120\nepoch 3\nloss 
 static void round_trip(const char *name, const onyx_ckpt_blobs *b)
 {
     onyx_error err = {ONYX_OK, ""};
-    CHECK_OK(onyx_ckpt_write(path_of(name), b, &err), err.msg);
+    CHECK_OK(onyx_ckpt_write(th_path(name), b, &err), err.msg);
     void *model = NULL;
     void *state = NULL;
     char *manifest = NULL;
     size_t ms = 0;
     size_t ss = 0;
-    CHECK_OK(onyx_ckpt_read(path_of(name), &model, &ms, &state, &ss, &manifest, &err), err.msg);
+    CHECK_OK(onyx_ckpt_read(th_path(name), &model, &ms, &state, &ss, &manifest, &err), err.msg);
     CHECK(model != NULL && state != NULL && manifest != NULL);
     CHECK(ms == b->model_size);
     CHECK(ss == b->state_size);
@@ -214,7 +172,7 @@ static void test_round_trip(void)
     /* The archive itself: exactly the three entries, stored, with the right sizes, and no
      * temporary file left behind. */
     int zerr = 0;
-    zip_t *za = zip_open(path_of("big.zip"), ZIP_RDONLY | ZIP_CHECKCONS, &zerr);
+    zip_t *za = zip_open(th_path("big.zip"), ZIP_RDONLY | ZIP_CHECKCONS, &zerr);
     CHECK(za != NULL);
     if (za != NULL) {
         CHECK(zip_get_num_entries(za, 0) == 3);
@@ -235,14 +193,14 @@ static void test_round_trip(void)
     mode_t mask = umask(0);
     umask(mask);
     struct stat sb;
-    CHECK(stat(path_of("big.zip"), &sb) == 0);
+    CHECK(stat(th_path("big.zip"), &sb) == 0);
     CHECK((sb.st_mode & 0777) == (0666 & ~mask));
 
     /* a relative path (no folder part) works too */
     char cwd[1024];
-    if (getcwd(cwd, sizeof(cwd)) != NULL && chdir(g_dir) == 0) {
+    if (getcwd(cwd, sizeof(cwd)) != NULL && chdir(th_tmpdir()) == 0) {
         round_trip("relative.zip", &b);
-        CHECK(file_exists(path_of("relative.zip")));
+        CHECK(th_file_exists(th_path("relative.zip")));
         CHECK(chdir(cwd) == 0);
     }
     free(model);
@@ -254,32 +212,32 @@ static void test_write_errors(void)
 {
     onyx_error err = {ONYX_OK, ""};
     onyx_ckpt_blobs b = {"m", 1, "s", 1, "onyx checkpoint format 2\n"};
-    CHECK(onyx_ckpt_write(path_of("w.zip"), &b, &err) == ONYX_ERR_INVALID_ARG);
+    CHECK(onyx_ckpt_write(th_path("w.zip"), &b, &err) == ONYX_ERR_INVALID_ARG);
     CHECK(err.code == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, "format 2");
     b.manifest = "step 3\n";
-    CHECK(onyx_ckpt_write(path_of("w.zip"), &b, &err) == ONYX_ERR_INVALID_ARG);
+    CHECK(onyx_ckpt_write(th_path("w.zip"), &b, &err) == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, ONYX_CKPT_FORMAT_LINE);
     b.manifest = MANIFEST;
     b.model = NULL;
-    CHECK(onyx_ckpt_write(path_of("w.zip"), &b, &err) == ONYX_ERR_INVALID_ARG);
-    CHECK(onyx_ckpt_write(path_of("w.zip"), NULL, &err) == ONYX_ERR_INVALID_ARG);
-    CHECK(!file_exists(path_of("w.zip")));
+    CHECK(onyx_ckpt_write(th_path("w.zip"), &b, &err) == ONYX_ERR_INVALID_ARG);
+    CHECK(onyx_ckpt_write(th_path("w.zip"), NULL, &err) == ONYX_ERR_INVALID_ARG);
+    CHECK(!th_file_exists(th_path("w.zip")));
 
     /* a folder that does not exist: IO, naming the path, nothing left behind */
     b.model = "m";
-    const char *p = path_of("no/such/dir/w.zip");
+    const char *p = th_path("no/such/dir/w.zip");
     CHECK(onyx_ckpt_write(p, &b, &err) == ONYX_ERR_IO);
     CHECK_MSG(err.msg, p);
-    CHECK(!file_exists(p));
+    CHECK(!th_file_exists(p));
 
     /* over an existing directory: the rename fails, the directory and no temp file remain */
-    CHECK(mkdir(path_of("adir.zip"), 0777) == 0);
-    CHECK(onyx_ckpt_write(path_of("adir.zip"), &b, &err) == ONYX_ERR_IO);
-    CHECK_MSG(err.msg, path_of("adir.zip"));
+    CHECK(mkdir(th_path("adir.zip"), 0777) == 0);
+    CHECK(onyx_ckpt_write(th_path("adir.zip"), &b, &err) == ONYX_ERR_IO);
+    CHECK_MSG(err.msg, th_path("adir.zip"));
     CHECK(count_prefixed("adir.zip.tmp") == 0);
-    expect_refused(path_of("adir.zip"), ONYX_ERR_IO, "not a regular file");
-    rmdir(path_of("adir.zip"));
+    expect_refused(th_path("adir.zip"), ONYX_ERR_IO, "not a regular file");
+    rmdir(th_path("adir.zip"));
 
     /* err may be NULL */
     CHECK(onyx_ckpt_write(NULL, &b, NULL) == ONYX_ERR_INVALID_ARG);
@@ -305,9 +263,9 @@ static void test_corrupt(void)
     unsigned char state[300];
     fill_pattern(state, sizeof(state), 3);
     onyx_ckpt_blobs b = {model, msize, state, sizeof(state), MANIFEST};
-    CHECK_OK(onyx_ckpt_write(path_of("good.zip"), &b, &err), err.msg);
+    CHECK_OK(onyx_ckpt_write(th_path("good.zip"), &b, &err), err.msg);
     size_t n = 0;
-    unsigned char *z = slurp(path_of("good.zip"), &n);
+    unsigned char *z = th_slurp(th_path("good.zip"), &n);
     CHECK(z != NULL && n > msize);
     if (z == NULL || n <= msize) {
         free(model);
@@ -319,13 +277,13 @@ static void test_corrupt(void)
     /* random bytes */
     unsigned char junk[4096];
     fill_pattern(junk, sizeof(junk), 4);
-    write_bytes(path_of("random.zip"), junk, sizeof(junk));
-    expect_refused(path_of("random.zip"), ONYX_ERR_INVALID_MODEL, "not a checkpoint");
-    expect_refused(path_of("random.zip"), ONYX_ERR_INVALID_MODEL, "not a zip archive");
+    th_write_bytes(th_path("random.zip"), junk, sizeof(junk));
+    expect_refused(th_path("random.zip"), ONYX_ERR_INVALID_MODEL, "not a checkpoint");
+    expect_refused(th_path("random.zip"), ONYX_ERR_INVALID_MODEL, "not a zip archive");
 
     /* a text file */
-    write_bytes(path_of("text.zip"), "hello\n", 6);
-    expect_refused(path_of("text.zip"), ONYX_ERR_INVALID_MODEL, "not a zip archive");
+    th_write_bytes(th_path("text.zip"), "hello\n", 6);
+    expect_refused(th_path("text.zip"), ONYX_ERR_INVALID_MODEL, "not a zip archive");
 
     /* truncated at several points: inside the first header, inside the model, inside the
      * state, inside the central directory, inside and just before the end record */
@@ -333,8 +291,8 @@ static void test_corrupt(void)
         4,      20,   first_data_offset(z) + 10, msize / 2, msize + 200, n - 150, n - 60, n - 22,
         n - 10, n - 1};
     for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
-        write_bytes(path_of("cut.zip"), z, cuts[i]);
-        expect_refused(path_of("cut.zip"), ONYX_ERR_INVALID_MODEL, "truncated");
+        th_write_bytes(th_path("cut.zip"), z, cuts[i]);
+        expect_refused(th_path("cut.zip"), ONYX_ERR_INVALID_MODEL, "truncated");
     }
 
     /* 1000 bytes cut out of the model's data, the end record intact: the directory's offsets
@@ -342,19 +300,19 @@ static void test_corrupt(void)
     {
         size_t a = first_data_offset(z) + 5000;
         memmove(z + a, z + a + 1000, n - a - 1000);
-        write_bytes(path_of("spliced.zip"), z, n - 1000);
+        th_write_bytes(th_path("spliced.zip"), z, n - 1000);
         free(z);
-        z = slurp(path_of("good.zip"), &n);
-        expect_refused(path_of("spliced.zip"), ONYX_ERR_INVALID_MODEL, "truncated or damaged");
+        z = th_slurp(th_path("good.zip"), &n);
+        expect_refused(th_path("spliced.zip"), ONYX_ERR_INVALID_MODEL, "truncated or damaged");
     }
 
     /* one flipped byte in the model's data: bad CRC, naming the entry */
     size_t at = first_data_offset(z) + msize / 3;
     z[at] ^= 0x40;
-    write_bytes(path_of("flipped.zip"), z, n);
+    th_write_bytes(th_path("flipped.zip"), z, n);
     z[at] ^= 0x40;
-    expect_refused(path_of("flipped.zip"), ONYX_ERR_INVALID_MODEL, "bad CRC");
-    expect_refused(path_of("flipped.zip"), ONYX_ERR_INVALID_MODEL, "model.onnx");
+    expect_refused(th_path("flipped.zip"), ONYX_ERR_INVALID_MODEL, "bad CRC");
+    expect_refused(th_path("flipped.zip"), ONYX_ERR_INVALID_MODEL, "model.onnx");
 
     /* ... and in the last byte of the state's data (the state follows the model's data, with
      * its own local header) */
@@ -362,50 +320,50 @@ static void test_corrupt(void)
     CHECK(memcmp(z + state_hdr, "PK\3\4", 4) == 0);
     size_t state_end = state_hdr + first_data_offset(z + state_hdr) + sizeof(state);
     z[state_end - 1] ^= 0x01;
-    write_bytes(path_of("flipped2.zip"), z, n);
+    th_write_bytes(th_path("flipped2.zip"), z, n);
     z[state_end - 1] ^= 0x01;
-    expect_refused(path_of("flipped2.zip"), ONYX_ERR_INVALID_MODEL, "bad CRC");
-    expect_refused(path_of("flipped2.zip"), ONYX_ERR_INVALID_MODEL, "training_state.pb");
+    expect_refused(th_path("flipped2.zip"), ONYX_ERR_INVALID_MODEL, "bad CRC");
+    expect_refused(th_path("flipped2.zip"), ONYX_ERR_INVALID_MODEL, "training_state.pb");
 
     /* a zip missing training_state.pb */
     const char *names2[2] = {"model.onnx", "manifest.txt"};
     const char *data2[2] = {"model", MANIFEST};
-    make_zip(path_of("nostate.zip"), 2, names2, data2, false);
-    expect_refused(path_of("nostate.zip"), ONYX_ERR_INVALID_MODEL,
+    make_zip(th_path("nostate.zip"), 2, names2, data2, false);
+    expect_refused(th_path("nostate.zip"), ONYX_ERR_INVALID_MODEL,
                    "missing entry training_state.pb");
 
     /* only a manifest: both others named */
-    make_zip(path_of("onlymanifest.zip"), 1, names2 + 1, data2 + 1, true);
-    expect_refused(path_of("onlymanifest.zip"), ONYX_ERR_INVALID_MODEL,
+    make_zip(th_path("onlymanifest.zip"), 1, names2 + 1, data2 + 1, true);
+    expect_refused(th_path("onlymanifest.zip"), ONYX_ERR_INVALID_MODEL,
                    "missing entries model.onnx, training_state.pb");
 
     /* a foreign zip */
     const char *names3[2] = {"hello.txt", "data/x.bin"};
     const char *data3[2] = {"hello\n", "0123456789"};
-    make_zip(path_of("foreign.zip"), 2, names3, data3, true);
-    expect_refused(path_of("foreign.zip"), ONYX_ERR_INVALID_MODEL, "not a checkpoint");
-    expect_refused(path_of("foreign.zip"), ONYX_ERR_INVALID_MODEL, "foreign zip");
-    expect_refused(path_of("foreign.zip"), ONYX_ERR_INVALID_MODEL, "hello.txt");
+    make_zip(th_path("foreign.zip"), 2, names3, data3, true);
+    expect_refused(th_path("foreign.zip"), ONYX_ERR_INVALID_MODEL, "not a checkpoint");
+    expect_refused(th_path("foreign.zip"), ONYX_ERR_INVALID_MODEL, "foreign zip");
+    expect_refused(th_path("foreign.zip"), ONYX_ERR_INVALID_MODEL, "hello.txt");
 
     /* an empty zip archive (22 bytes: only the end record) */
     static const unsigned char empty_zip[22] = {'P', 'K', 5, 6};
-    write_bytes(path_of("emptyzip.zip"), empty_zip, sizeof(empty_zip));
-    expect_refused(path_of("emptyzip.zip"), ONYX_ERR_INVALID_MODEL, "not a checkpoint");
+    th_write_bytes(th_path("emptyzip.zip"), empty_zip, sizeof(empty_zip));
+    expect_refused(th_path("emptyzip.zip"), ONYX_ERR_INVALID_MODEL, "not a checkpoint");
 
     /* the manifest says format 2: refused naming the version; deflated entries read fine */
     const char *names4[3] = {"model.onnx", "training_state.pb", "manifest.txt"};
     const char *data4[3] = {"model", "state", "onyx checkpoint format 2\nstep 1\n"};
-    make_zip(path_of("format2.zip"), 3, names4, data4, true);
-    expect_refused(path_of("format2.zip"), ONYX_ERR_UNSUPPORTED, "format 2");
-    expect_refused(path_of("format2.zip"), ONYX_ERR_UNSUPPORTED, "format 1");
+    make_zip(th_path("format2.zip"), 3, names4, data4, true);
+    expect_refused(th_path("format2.zip"), ONYX_ERR_UNSUPPORTED, "format 2");
+    expect_refused(th_path("format2.zip"), ONYX_ERR_UNSUPPORTED, "format 1");
 
     /* a manifest that is not ours, one with a NUL byte */
     data4[2] = "name: my model\n";
-    make_zip(path_of("notmanifest.zip"), 3, names4, data4, false);
-    expect_refused(path_of("notmanifest.zip"), ONYX_ERR_INVALID_MODEL, "name: my model");
+    make_zip(th_path("notmanifest.zip"), 3, names4, data4, false);
+    expect_refused(th_path("notmanifest.zip"), ONYX_ERR_INVALID_MODEL, "name: my model");
     {
         int zerr = 0;
-        zip_t *za = zip_open(path_of("nul.zip"), ZIP_CREATE | ZIP_TRUNCATE, &zerr);
+        zip_t *za = zip_open(th_path("nul.zip"), ZIP_CREATE | ZIP_TRUNCATE, &zerr);
         static const char nul_manifest[] = ONYX_CKPT_FORMAT_LINE "\n\0x";
         for (int i = 0; za != NULL && i < 3; i++) {
             const char *d = i == 2 ? nul_manifest : data4[i];
@@ -414,16 +372,16 @@ static void test_corrupt(void)
             CHECK(src != NULL && zip_file_add(za, names4[i], src, 0) >= 0);
         }
         CHECK(za != NULL && zip_close(za) == 0);
-        expect_refused(path_of("nul.zip"), ONYX_ERR_INVALID_MODEL, "NUL");
+        expect_refused(th_path("nul.zip"), ONYX_ERR_INVALID_MODEL, "NUL");
     }
 
     /* a correct zip whose training_state.pb claims 3 GiB (uncompressed size patched in both
      * the local header and the central directory, so the archive stays consistent): refused
      * before anything is allocated */
     data4[2] = MANIFEST;
-    make_zip(path_of("huge.zip"), 3, names4, data4, true);
+    make_zip(th_path("huge.zip"), 3, names4, data4, true);
     size_t hn = 0;
-    unsigned char *h = slurp(path_of("huge.zip"), &hn);
+    unsigned char *h = th_slurp(th_path("huge.zip"), &hn);
     int patched = 0;
     for (size_t i = 0; h != NULL && i + 46 <= hn; i++) {
         /* local header: size at 22, name at 30; central header: size at 24, name at 46 */
@@ -441,30 +399,30 @@ static void test_corrupt(void)
         }
     }
     CHECK(patched == 2);
-    write_bytes(path_of("huge.zip"), h, hn);
+    th_write_bytes(th_path("huge.zip"), h, hn);
     free(h);
-    expect_refused(path_of("huge.zip"), ONYX_ERR_INVALID_MODEL, "3221225472 bytes");
+    expect_refused(th_path("huge.zip"), ONYX_ERR_INVALID_MODEL, "3221225472 bytes");
 
     /* an empty file, a missing file */
-    write_bytes(path_of("empty_file.zip"), "", 0);
-    expect_refused(path_of("empty_file.zip"), ONYX_ERR_INVALID_MODEL, "empty");
-    expect_refused(path_of("missing.zip"), ONYX_ERR_IO, "No such file");
+    th_write_bytes(th_path("empty_file.zip"), "", 0);
+    expect_refused(th_path("empty_file.zip"), ONYX_ERR_INVALID_MODEL, "empty");
+    expect_refused(th_path("missing.zip"), ONYX_ERR_IO, "No such file");
 
     /* the untouched original still reads */
-    write_bytes(path_of("again.zip"), z, n);
+    th_write_bytes(th_path("again.zip"), z, n);
     void *m = NULL;
     void *s = NULL;
     char *man = NULL;
     size_t ms = 0;
     size_t ss = 0;
-    CHECK_OK(onyx_ckpt_read(path_of("again.zip"), &m, &ms, &s, &ss, &man, &err), err.msg);
+    CHECK_OK(onyx_ckpt_read(th_path("again.zip"), &m, &ms, &s, &ss, &man, &err), err.msg);
     CHECK(ms == msize && ss == sizeof(state));
     free(m);
     free(s);
     free(man);
 
     /* NULL arguments */
-    CHECK(onyx_ckpt_read(path_of("again.zip"), NULL, &ms, &s, &ss, &man, NULL) ==
+    CHECK(onyx_ckpt_read(th_path("again.zip"), NULL, &ms, &s, &ss, &man, NULL) ==
           ONYX_ERR_INVALID_ARG);
     free(z);
     free(model);
@@ -526,7 +484,7 @@ static void sleep_us(long us)
 
 static void test_crash_safety(void)
 {
-    const char *path = path_of("crash.zip");
+    const char *path = th_path("crash.zip");
     unsigned char *model = malloc(CRASH_MODEL_SIZE);
     unsigned char *state = malloc(CRASH_STATE_SIZE);
     onyx_error err = {ONYX_OK, ""};
@@ -609,27 +567,27 @@ static void test_stale_temps(void)
     waitpid(dead, NULL, 0);
     char name[256];
     snprintf(name, sizeof(name), "st.zip.tmp.%ld.0", (long)dead);
-    write_bytes(path_of(name), "x", 1);
+    th_write_bytes(th_path(name), "x", 1);
     snprintf(name, sizeof(name), "st.zip.tmp.%ld.3.a1b2c3", (long)dead);
-    write_bytes(path_of(name), "x", 1);
-    write_bytes(path_of("st.zip.tmp.1.0"), "x", 1);
+    th_write_bytes(th_path(name), "x", 1);
+    th_write_bytes(th_path("st.zip.tmp.1.0"), "x", 1);
     snprintf(name, sizeof(name), "st.zip.tmp.%ld.999", (long)getpid());
-    write_bytes(path_of(name), "x", 1);
-    write_bytes(path_of("st.zip.tmp.notapid"), "x", 1);
-    write_bytes(path_of("other.zip.tmp.1.0"), "x", 1);
+    th_write_bytes(th_path(name), "x", 1);
+    th_write_bytes(th_path("st.zip.tmp.notapid"), "x", 1);
+    th_write_bytes(th_path("other.zip.tmp.1.0"), "x", 1);
 
     onyx_error err = {ONYX_OK, ""};
     onyx_ckpt_blobs b = {"m", 1, "s", 1, MANIFEST};
-    CHECK_OK(onyx_ckpt_write(path_of("st.zip"), &b, &err), err.msg);
+    CHECK_OK(onyx_ckpt_write(th_path("st.zip"), &b, &err), err.msg);
     snprintf(name, sizeof(name), "st.zip.tmp.%ld.0", (long)dead);
-    CHECK(!file_exists(path_of(name)));
+    CHECK(!th_file_exists(th_path(name)));
     snprintf(name, sizeof(name), "st.zip.tmp.%ld.3.a1b2c3", (long)dead);
-    CHECK(!file_exists(path_of(name)));
-    CHECK(file_exists(path_of("st.zip.tmp.1.0")));
+    CHECK(!th_file_exists(th_path(name)));
+    CHECK(th_file_exists(th_path("st.zip.tmp.1.0")));
     snprintf(name, sizeof(name), "st.zip.tmp.%ld.999", (long)getpid());
-    CHECK(file_exists(path_of(name)));
-    CHECK(file_exists(path_of("st.zip.tmp.notapid")));
-    CHECK(file_exists(path_of("other.zip.tmp.1.0")));
+    CHECK(th_file_exists(th_path(name)));
+    CHECK(th_file_exists(th_path("st.zip.tmp.notapid")));
+    CHECK(th_file_exists(th_path("other.zip.tmp.1.0")));
     CHECK(count_prefixed("st.zip.tmp") == 3);
 }
 
@@ -639,7 +597,7 @@ static void test_prune(void)
 {
     onyx_error err = {ONYX_OK, ""};
     char sub[1024];
-    snprintf(sub, sizeof(sub), "%s/prune", g_dir);
+    snprintf(sub, sizeof(sub), "%s/prune", th_tmpdir());
     CHECK(mkdir(sub, 0777) == 0);
     const char *ckpts[] = {"ckpt-000010.zip", "ckpt-000120.zip", "ckpt-000020.zip",
                            "ckpt-5.zip",      "ckpt-1000.zip",   "ckpt-000030.zip"};
@@ -648,9 +606,9 @@ static void test_prune(void)
     char p[1100];
     for (size_t i = 0; i < 6; i++) {
         snprintf(p, sizeof(p), "%s/%s", sub, ckpts[i]);
-        write_bytes(p, "x", 1);
+        th_write_bytes(p, "x", 1);
         snprintf(p, sizeof(p), "%s/%s", sub, others[i]);
-        write_bytes(p, "x", 1);
+        th_write_bytes(p, "x", 1);
     }
     /* keep <= 0 and keep >= count delete nothing */
     CHECK_OK(onyx_ckpt_prune(sub, "ckpt-", 0, &err), err.msg);
@@ -658,25 +616,25 @@ static void test_prune(void)
     CHECK_OK(onyx_ckpt_prune(sub, "ckpt-", 6, &err), err.msg);
     for (size_t i = 0; i < 6; i++) {
         snprintf(p, sizeof(p), "%s/%s", sub, ckpts[i]);
-        CHECK(file_exists(p));
+        CHECK(th_file_exists(p));
     }
     /* keep 3: steps 1000, 120, 30 stay */
     CHECK_OK(onyx_ckpt_prune(sub, "ckpt-", 3, &err), err.msg);
     const bool kept[6] = {false, true, false, false, true, true};
     for (size_t i = 0; i < 6; i++) {
         snprintf(p, sizeof(p), "%s/%s", sub, ckpts[i]);
-        CHECK(file_exists(p) == kept[i]);
+        CHECK(th_file_exists(p) == kept[i]);
         snprintf(p, sizeof(p), "%s/%s", sub, others[i]);
-        CHECK(file_exists(p));
+        CHECK(th_file_exists(p));
     }
     /* keep 1 */
     CHECK_OK(onyx_ckpt_prune(sub, "ckpt-", 1, &err), err.msg);
     snprintf(p, sizeof(p), "%s/ckpt-1000.zip", sub);
-    CHECK(file_exists(p));
+    CHECK(th_file_exists(p));
     snprintf(p, sizeof(p), "%s/ckpt-000120.zip", sub);
-    CHECK(!file_exists(p));
+    CHECK(!th_file_exists(p));
     snprintf(p, sizeof(p), "%s/ckpt-000030.zip", sub);
-    CHECK(!file_exists(p));
+    CHECK(!th_file_exists(p));
 
     /* real checkpoints through the writer, then pruned to 2 */
     onyx_ckpt_blobs b = {"m", 1, "s", 1, MANIFEST};
@@ -687,11 +645,11 @@ static void test_prune(void)
     CHECK_OK(onyx_ckpt_prune(sub, "run-", 2, &err), err.msg);
     for (int step = 100; step <= 500; step += 100) {
         snprintf(p, sizeof(p), "%s/run-%06d.zip", sub, step);
-        CHECK(file_exists(p) == (step >= 400));
+        CHECK(th_file_exists(p) == (step >= 400));
     }
 
     /* errors */
-    snprintf(p, sizeof(p), "%s/nosuchdir", g_dir);
+    snprintf(p, sizeof(p), "%s/nosuchdir", th_tmpdir());
     CHECK(onyx_ckpt_prune(p, "ckpt-", 2, &err) == ONYX_ERR_IO);
     CHECK_MSG(err.msg, p);
     CHECK(onyx_ckpt_prune(sub, "a/b", 2, &err) == ONYX_ERR_INVALID_ARG);
@@ -700,40 +658,16 @@ static void test_prune(void)
 
 /* ---- main --------------------------------------------------------------------------------- */
 
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        char p[1100];
-        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-        struct stat sb;
-        if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-            remove_dir(p);
-        else
-            unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 int main(void)
 {
-    snprintf(g_dir, sizeof(g_dir), "%s/tmp_test_ckpt_XXXXXX", ONYX_BINARY_DIR);
-    if (mkdtemp(g_dir) == NULL) {
-        perror("mkdtemp");
+    if (th_tmpdir_make(ONYX_BINARY_DIR, "test_ckpt") == NULL)
         return 1;
-    }
     test_round_trip();
     test_write_errors();
     test_corrupt();
     test_stale_temps();
     test_prune();
     test_crash_safety();
-    remove_dir(g_dir);
+    th_tmpdir_remove();
     return check_report();
 }

@@ -7,6 +7,7 @@
  * models are also compared with their source message by message through protobuf-c, and checked
  * by onnx.checker when /usr/bin/python3 has onnx (skipped otherwise). */
 #include "check.h"
+#include "test_files.h"
 #include "internal.h"
 
 #include <dirent.h>
@@ -17,37 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static char g_dir[512];
-
-static const char *path_of(const char *name)
-{
-    static char buf[4][1024];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof(buf[k]), "%s/%s", g_dir, name);
-    return buf[k];
-}
-
-static bool file_exists(const char *path)
-{
-    return access(path, F_OK) == 0;
-}
-
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    *n = 0;
-    if (f == NULL)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc(size > 0 ? (size_t)size : 1);
-    *n = fread(buf, 1, (size_t)size, f);
-    fclose(f);
-    return buf;
-}
 
 /* The initializer called name, or NULL. */
 static const onyx_tensor *init_of(const onyx_model *m, const char *name)
@@ -72,10 +42,10 @@ static void test_structure(void)
     const int64_t layers[] = {4, 8, 6, 3};
     onyx_mlp_spec spec = {layers, 4, NULL, 0.25f, 42};
     onyx_error err = {ONYX_OK, ""};
-    CHECK_OK(onyx_mlp_write(&spec, path_of("relu.onnx"), &err), err.msg);
+    CHECK_OK(onyx_mlp_write(&spec, th_path("relu.onnx"), &err), err.msg);
 
     onyx_model *m = NULL;
-    CHECK_OK(onyx_model_load(path_of("relu.onnx"), &m, &err), err.msg);
+    CHECK_OK(onyx_model_load(th_path("relu.onnx"), &m, &err), err.msg);
     if (m == NULL)
         return;
     CHECK(onyx_model_ir_version(m) == 8);
@@ -182,9 +152,9 @@ static void test_runs(void)
     for (size_t a = 0; a < 4; a++) {
         onyx_mlp_spec spec = {layers, 3, acts[a], a == 1 ? 0.5f : 0.0f, 3};
         onyx_error err = {ONYX_OK, ""};
-        CHECK_OK(onyx_mlp_write(&spec, path_of("run.onnx"), &err), err.msg);
+        CHECK_OK(onyx_mlp_write(&spec, th_path("run.onnx"), &err), err.msg);
         onyx_model *m = NULL;
-        CHECK_OK(onyx_model_load(path_of("run.onnx"), &m, &err), err.msg);
+        CHECK_OK(onyx_model_load(th_path("run.onnx"), &m, &err), err.msg);
         if (m == NULL)
             continue;
         const char *domain;
@@ -238,9 +208,9 @@ static void test_init_distributions(void)
     for (int k = 0; k < 2; k++) {
         onyx_mlp_spec spec = {layers, 3, k == 0 ? "relu" : "sigmoid", 0.0f, 11};
         onyx_error err = {ONYX_OK, ""};
-        CHECK_OK(onyx_mlp_write(&spec, path_of("dist.onnx"), &err), err.msg);
+        CHECK_OK(onyx_mlp_write(&spec, th_path("dist.onnx"), &err), err.msg);
         onyx_model *m = NULL;
-        CHECK_OK(onyx_model_load(path_of("dist.onnx"), &m, &err), err.msg);
+        CHECK_OK(onyx_model_load(th_path("dist.onnx"), &m, &err), err.msg);
         if (m == NULL)
             continue;
         const onyx_tensor *w = init_of(m, "fc0.weight");
@@ -270,16 +240,16 @@ static void test_determinism(void)
     const int64_t layers[] = {6, 5, 2};
     onyx_mlp_spec spec = {layers, 3, "tanh", 0.1f, 99};
     onyx_error err = {ONYX_OK, ""};
-    CHECK_OK(onyx_mlp_write(&spec, path_of("s1.onnx"), &err), err.msg);
-    CHECK_OK(onyx_mlp_write(&spec, path_of("s2.onnx"), &err), err.msg);
+    CHECK_OK(onyx_mlp_write(&spec, th_path("s1.onnx"), &err), err.msg);
+    CHECK_OK(onyx_mlp_write(&spec, th_path("s2.onnx"), &err), err.msg);
     spec.seed = 100;
-    CHECK_OK(onyx_mlp_write(&spec, path_of("s3.onnx"), &err), err.msg);
+    CHECK_OK(onyx_mlp_write(&spec, th_path("s3.onnx"), &err), err.msg);
     size_t n1;
     size_t n2;
     size_t n3;
-    unsigned char *a = slurp(path_of("s1.onnx"), &n1);
-    unsigned char *b = slurp(path_of("s2.onnx"), &n2);
-    unsigned char *c = slurp(path_of("s3.onnx"), &n3);
+    unsigned char *a = th_slurp(th_path("s1.onnx"), &n1);
+    unsigned char *b = th_slurp(th_path("s2.onnx"), &n2);
+    unsigned char *c = th_slurp(th_path("s3.onnx"), &n3);
     CHECK(a != NULL && b != NULL && c != NULL);
     CHECK(n1 == n2 && memcmp(a, b, n1) == 0);
     free(a);
@@ -287,8 +257,8 @@ static void test_determinism(void)
     free(c);
     onyx_model *m1 = NULL;
     onyx_model *m3 = NULL;
-    CHECK_OK(onyx_model_load(path_of("s1.onnx"), &m1, &err), err.msg);
-    CHECK_OK(onyx_model_load(path_of("s3.onnx"), &m3, &err), err.msg);
+    CHECK_OK(onyx_model_load(th_path("s1.onnx"), &m1, &err), err.msg);
+    CHECK_OK(onyx_model_load(th_path("s3.onnx"), &m3, &err), err.msg);
     if (m1 != NULL && m3 != NULL) {
         const onyx_tensor *w1 = init_of(m1, "fc0.weight");
         const onyx_tensor *w3 = init_of(m3, "fc0.weight");
@@ -301,12 +271,12 @@ static void test_determinism(void)
 static void expect_spec_error(const onyx_mlp_spec *spec, const char *sub)
 {
     onyx_error err = {ONYX_OK, ""};
-    const char *p = path_of("bad.onnx");
+    const char *p = th_path("bad.onnx");
     onyx_status st = onyx_mlp_write(spec, p, &err);
     CHECK(st == ONYX_ERR_INVALID_ARG);
     CHECK(err.code == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, sub);
-    CHECK(!file_exists(p));
+    CHECK(!th_file_exists(p));
 }
 
 static void test_spec_errors(void)
@@ -343,18 +313,18 @@ static void test_spec_errors(void)
 
     onyx_error err = {ONYX_OK, ""};
     s = (onyx_mlp_spec){ok, 2, NULL, 0.0f, 0};
-    CHECK(onyx_mlp_write(NULL, path_of("x.onnx"), &err) == ONYX_ERR_INVALID_ARG);
+    CHECK(onyx_mlp_write(NULL, th_path("x.onnx"), &err) == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, "spec is NULL");
     CHECK(onyx_mlp_write(&s, NULL, &err) == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, "path is NULL");
     CHECK(onyx_mlp_write(&s, NULL, NULL) == ONYX_ERR_INVALID_ARG);
     /* a folder that does not exist: an I/O error naming the file, and nothing written */
-    CHECK(onyx_mlp_write(&s, path_of("nodir/x.onnx"), &err) == ONYX_ERR_IO);
+    CHECK(onyx_mlp_write(&s, th_path("nodir/x.onnx"), &err) == ONYX_ERR_IO);
     CHECK_MSG(err.msg, "nodir/x.onnx");
     /* the smallest MLP: one Gemm, no activation */
-    CHECK_OK(onyx_mlp_write(&s, path_of("tiny.onnx"), &err), err.msg);
+    CHECK_OK(onyx_mlp_write(&s, th_path("tiny.onnx"), &err), err.msg);
     onyx_model *m = NULL;
-    CHECK_OK(onyx_model_load(path_of("tiny.onnx"), &m, &err), err.msg);
+    CHECK_OK(onyx_model_load(th_path("tiny.onnx"), &m, &err), err.msg);
     CHECK(m != NULL && onyx_model_node_count(m) == 1);
     onyx_model_destroy(m);
 }
@@ -379,10 +349,10 @@ static void test_tensor_pb(void)
             onyx_tensor t = {dts[d], ranks[k], {0}, dts[d] == ONYX_DTYPE_BOOL ? bools : data};
             memcpy(t.dims, shapes[k], sizeof(shapes[k]));
             onyx_error err = {ONYX_OK, ""};
-            CHECK_OK(onyx_tensor_write_pb(path_of("t.pb"), "some/name:0", &t, &err), err.msg);
+            CHECK_OK(onyx_tensor_write_pb(th_path("t.pb"), "some/name:0", &t, &err), err.msg);
             onyx_tensor r;
             char *name = NULL;
-            CHECK_OK(onyx_tensor_read_file(path_of("t.pb"), &r, &name, &err), err.msg);
+            CHECK_OK(onyx_tensor_read_file(th_path("t.pb"), &r, &name, &err), err.msg);
             CHECK(r.dtype == t.dtype && r.rank == t.rank);
             for (int i = 0; i < t.rank; i++)
                 CHECK(r.dims[i] == t.dims[i]);
@@ -396,28 +366,28 @@ static void test_tensor_pb(void)
     /* empty tensors and no name */
     onyx_tensor e = {ONYX_DTYPE_F32, 2, {0, 3}, NULL};
     onyx_error err = {ONYX_OK, ""};
-    CHECK_OK(onyx_tensor_write_pb(path_of("e.pb"), NULL, &e, &err), err.msg);
+    CHECK_OK(onyx_tensor_write_pb(th_path("e.pb"), NULL, &e, &err), err.msg);
     onyx_tensor r;
     char *name = NULL;
-    CHECK_OK(onyx_tensor_read_file(path_of("e.pb"), &r, &name, &err), err.msg);
+    CHECK_OK(onyx_tensor_read_file(th_path("e.pb"), &r, &name, &err), err.msg);
     CHECK(r.rank == 2 && r.dims[0] == 0 && r.dims[1] == 3);
     CHECK(name == NULL || name[0] == '\0');
     free(name);
     onyx_tensor_free(&r);
     /* errors */
     onyx_tensor s = {ONYX_DTYPE_STRING, 1, {1}, data};
-    CHECK(onyx_tensor_write_pb(path_of("s.pb"), NULL, &s, &err) == ONYX_ERR_INVALID_ARG);
+    CHECK(onyx_tensor_write_pb(th_path("s.pb"), NULL, &s, &err) == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, "s.pb: cannot write a tensor of dtype string");
     onyx_tensor big = {ONYX_DTYPE_F32, 3, {1 << 20, 1 << 20, 1 << 20}, data};
-    CHECK(onyx_tensor_write_pb(path_of("big.pb"), NULL, &big, &err) == ONYX_ERR_SHAPE);
+    CHECK(onyx_tensor_write_pb(th_path("big.pb"), NULL, &big, &err) == ONYX_ERR_SHAPE);
     CHECK_MSG(err.msg, "big.pb: tensor shape [1048576,1048576,1048576] is negative or too large");
     onyx_tensor nodata = {ONYX_DTYPE_F32, 1, {3}, NULL};
-    CHECK(onyx_tensor_write_pb(path_of("n.pb"), NULL, &nodata, &err) == ONYX_ERR_INVALID_ARG);
+    CHECK(onyx_tensor_write_pb(th_path("n.pb"), NULL, &nodata, &err) == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, "data is NULL");
     onyx_tensor deep = {ONYX_DTYPE_F32, 9, {1}, data};
-    CHECK(onyx_tensor_write_pb(path_of("d.pb"), NULL, &deep, &err) == ONYX_ERR_INVALID_ARG);
+    CHECK(onyx_tensor_write_pb(th_path("d.pb"), NULL, &deep, &err) == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, "rank 9 is outside 0..8");
-    CHECK(!file_exists(path_of("s.pb")) && !file_exists(path_of("big.pb")));
+    CHECK(!th_file_exists(th_path("s.pb")) && !th_file_exists(th_path("big.pb")));
 }
 
 /* ---- rewriting models: helpers ------------------------------------------------------------- */
@@ -864,15 +834,6 @@ static bool run_buffer(const void *buf, size_t n, const char *base_dir, onyx_mod
     return ok;
 }
 
-static bool write_bytes(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL)
-        return false;
-    bool ok = fwrite(p, 1, n, f) == n;
-    return fclose(f) == 0 && ok;
-}
-
 static bool have_python_onnx(void)
 {
     static int have = -1;
@@ -908,8 +869,8 @@ static bool python_check(const char *path)
     static bool checked_checker;
     if (!checked_checker && have_python_onnx()) {
         /* the check can fail: a file that is not a model is refused */
-        CHECK(write_bytes(path_of("not_a_model.onnx"), "\x08\x08\x3a\x05junk", 9));
-        CHECK(!python_check_quiet(path_of("not_a_model.onnx"), true));
+        CHECK(th_write_bytes(th_path("not_a_model.onnx"), "\x08\x08\x3a\x05junk", 9));
+        CHECK(!python_check_quiet(th_path("not_a_model.onnx"), true));
         checked_checker = true;
     }
     return python_check_quiet(path, false);
@@ -933,9 +894,9 @@ static void test_rewrite_mlp(void)
     const int64_t layers[] = {5, 7, 3};
     onyx_mlp_spec spec = {layers, 3, "relu", 0.25f, 1};
     onyx_error err = {ONYX_OK, ""};
-    CHECK_OK(onyx_mlp_write(&spec, path_of("src.onnx"), &err), err.msg);
+    CHECK_OK(onyx_mlp_write(&spec, th_path("src.onnx"), &err), err.msg);
     size_t n_src;
-    unsigned char *src = slurp(path_of("src.onnx"), &n_src);
+    unsigned char *src = th_slurp(th_path("src.onnx"), &n_src);
     CHECK(src != NULL);
     if (src == NULL)
         return;
@@ -1072,7 +1033,7 @@ static void torch_reference(const onyx_model *m, const onyx_initializer_update *
 static void test_rewrite_torch(void)
 {
     size_t n_src;
-    unsigned char *src = slurp(fixture("torch_mlp_eval/model.onnx"), &n_src);
+    unsigned char *src = th_slurp(fixture("torch_mlp_eval/model.onnx"), &n_src);
     onyx_error err = {ONYX_OK, ""};
     onyx_model *orig = NULL;
     CHECK_OK(onyx_model_load(fixture("torch_mlp_eval/model.onnx"), &orig, &err), err.msg);
@@ -1259,7 +1220,7 @@ static void test_rewrite_corpus(void)
             snprintf(dir, sizeof(dir), "%s/%s", sub, c->d_name);
             snprintf(path, sizeof(path), "%s/model.onnx", dir);
             size_t n;
-            unsigned char *src = slurp(path, &n);
+            unsigned char *src = th_slurp(path, &n);
             if (src == NULL)
                 continue;
             n_models++;
@@ -1386,9 +1347,9 @@ static void test_external_inline(void)
     char dir[1024];
     snprintf(dir, sizeof(dir), "%s", fixture("external_data"));
     size_t n_src;
-    unsigned char *src = slurp(fixture("external_data/model.onnx"), &n_src);
+    unsigned char *src = th_slurp(fixture("external_data/model.onnx"), &n_src);
     size_t n_bin;
-    unsigned char *bin = slurp(fixture("external_data/weights.bin"), &n_bin);
+    unsigned char *bin = th_slurp(fixture("external_data/weights.bin"), &n_bin);
     CHECK(src != NULL && bin != NULL && n_bin == 100);
     if (src == NULL || bin == NULL || n_bin != 100) {
         free(src);
@@ -1440,7 +1401,7 @@ static void test_external_inline(void)
           ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, "tensor \"w\" has external data but the model was loaded from memory "
                        "without a base folder");
-    CHECK(onyx_model_rewrite(src, n_src, path_of("no_such_dir"), &up, 1, NULL, &out, &n_out,
+    CHECK(onyx_model_rewrite(src, n_src, th_path("no_such_dir"), &up, 1, NULL, &out, &n_out,
                              &err) == ONYX_ERR_IO);
     CHECK_MSG(err.msg, "cannot open external data");
     unsigned char *bad = malloc(n_src);
@@ -1467,9 +1428,9 @@ static void test_external_out(void)
     const int64_t layers[] = {40, 30, 10};
     onyx_mlp_spec spec = {layers, 3, "tanh", 0.0f, 8};
     onyx_error err = {ONYX_OK, ""};
-    CHECK_OK(onyx_mlp_write(&spec, path_of("big.onnx"), &err), err.msg);
+    CHECK_OK(onyx_mlp_write(&spec, th_path("big.onnx"), &err), err.msg);
     size_t n_src;
-    unsigned char *src = slurp(path_of("big.onnx"), &n_src);
+    unsigned char *src = th_slurp(th_path("big.onnx"), &n_src);
     CHECK(src != NULL && n_src > 6000);
     if (src == NULL)
         return;
@@ -1482,10 +1443,10 @@ static void test_external_out(void)
     void *out = NULL;
     size_t n_out = 0;
     /* fits: no file written */
-    CHECK_OK(onyx_model_rewrite_limit(src, n_src, NULL, &up, 1, path_of("unused.bin"), 1 << 20,
+    CHECK_OK(onyx_model_rewrite_limit(src, n_src, NULL, &up, 1, th_path("unused.bin"), 1 << 20,
                                       &out, &n_out, &err),
              err.msg);
-    CHECK(out != NULL && n_out == n_src && !file_exists(path_of("unused.bin")));
+    CHECK(out != NULL && n_out == n_src && !th_file_exists(th_path("unused.bin")));
     free(out);
     /* too large without a file */
     CHECK(onyx_model_rewrite_limit(src, n_src, NULL, &up, 1, NULL, 4096, &out, &n_out, &err) ==
@@ -1493,16 +1454,16 @@ static void test_external_out(void)
     CHECK_MSG(err.msg, "over the limit of 4096 for a protobuf message: too large to store inline");
     CHECK(out == NULL);
     /* too large even with the weights outside: nothing written */
-    CHECK(onyx_model_rewrite_limit(src, n_src, NULL, &up, 1, path_of("w2.bin"), 100, &out, &n_out,
+    CHECK(onyx_model_rewrite_limit(src, n_src, NULL, &up, 1, th_path("w2.bin"), 100, &out, &n_out,
                                    &err) == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, "too large to store inline even with its 2 initializers of 1024 bytes or "
                        "more in");
-    CHECK(!file_exists(path_of("w2.bin")));
-    CHECK(onyx_model_rewrite_limit(src, n_src, NULL, &up, 1, path_of(""), 4096, &out, &n_out,
+    CHECK(!th_file_exists(th_path("w2.bin")));
+    CHECK(onyx_model_rewrite_limit(src, n_src, NULL, &up, 1, th_path(""), 4096, &out, &n_out,
                                    &err) == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, "does not name a file");
 
-    CHECK_OK(onyx_model_rewrite_limit(src, n_src, NULL, &up, 1, path_of("w.bin"), 4096, &out,
+    CHECK_OK(onyx_model_rewrite_limit(src, n_src, NULL, &up, 1, th_path("w.bin"), 4096, &out,
                                       &n_out, &err),
              err.msg);
     CHECK(out != NULL && n_out <= 4096);
@@ -1513,7 +1474,7 @@ static void test_external_out(void)
     ProtobufCMessage *m = pb_unpack(out, n_out);
     CHECK(m != NULL);
     size_t n_bin;
-    unsigned char *bin = slurp(path_of("w.bin"), &n_bin);
+    unsigned char *bin = th_slurp(th_path("w.bin"), &n_bin);
     /* fc0.weight: 4800 bytes at 0; fc1.weight: 1200 bytes at 8192; biases inline */
     CHECK(bin != NULL && n_bin == 8192 + 1200);
     if (m != NULL && bin != NULL && n_bin == 8192 + 1200) {
@@ -1544,18 +1505,18 @@ static void test_external_out(void)
     free(bin);
 
     /* stored beside w.bin, the model loads with onyx and computes with the new fc0.weight */
-    CHECK(write_bytes(path_of("ext.onnx"), out, n_out));
+    CHECK(th_write_bytes(th_path("ext.onnx"), out, n_out));
     onyx_model *orig = NULL;
     onyx_model *back = NULL;
-    CHECK_OK(onyx_model_load(path_of("big.onnx"), &orig, &err), err.msg);
-    CHECK_OK(onyx_model_load(path_of("ext.onnx"), &back, &err), err.msg);
+    CHECK_OK(onyx_model_load(th_path("big.onnx"), &orig, &err), err.msg);
+    CHECK_OK(onyx_model_load(th_path("ext.onnx"), &back, &err), err.msg);
     if (orig != NULL && back != NULL) {
         float x[2 * 40];
         for (int i = 0; i < 80; i++)
             x[i] = (float)(i % 9) * 0.2f - 0.8f;
         onyx_tensor in = {ONYX_DTYPE_F32, 2, {2, 40}, x};
         float y[20];
-        if (run_buffer(out, n_out, g_dir, ONYX_MODE_INFER, "input", &in, y, 20)) {
+        if (run_buffer(out, n_out, th_tmpdir(), ONYX_MODE_INFER, "input", &in, y, 20)) {
             const float *w1 = init_of(orig, "fc1.weight")->data;
             const float *b1 = init_of(orig, "fc1.bias")->data;
             const float *b0 = init_of(orig, "fc0.bias")->data;
@@ -1578,7 +1539,7 @@ static void test_external_out(void)
     }
     onyx_model_destroy(orig);
     onyx_model_destroy(back);
-    CHECK(python_check(path_of("ext.onnx")));
+    CHECK(python_check(th_path("ext.onnx")));
     free(out);
     free(src);
 }
@@ -1609,9 +1570,9 @@ static void test_add_dropout(void)
     const int64_t layers[] = {5, 7, 6, 3};
     onyx_mlp_spec spec = {layers, 4, "relu", 0.0f, 2};
     onyx_error err = {ONYX_OK, ""};
-    CHECK_OK(onyx_mlp_write(&spec, path_of("nodrop.onnx"), &err), err.msg);
+    CHECK_OK(onyx_mlp_write(&spec, th_path("nodrop.onnx"), &err), err.msg);
     size_t n_src;
-    unsigned char *src = slurp(path_of("nodrop.onnx"), &n_src);
+    unsigned char *src = th_slurp(th_path("nodrop.onnx"), &n_src);
     CHECK(src != NULL);
     if (src == NULL)
         return;
@@ -1655,8 +1616,8 @@ static void test_add_dropout(void)
             protobuf_c_message_free_unpacked(a, NULL);
         protobuf_c_message_free_unpacked(m, NULL);
     }
-    CHECK(write_bytes(path_of("drop.onnx"), out, n_out));
-    CHECK(python_check(path_of("drop.onnx")));
+    CHECK(th_write_bytes(th_path("drop.onnx"), out, n_out));
+    CHECK(python_check(th_path("drop.onnx")));
 
     /* inference: exactly the original outputs; training: dropped units change them */
     float x[4 * 5];
@@ -1704,7 +1665,7 @@ static void test_add_dropout(void)
 static void test_add_dropout_models(void)
 {
     size_t n_src;
-    unsigned char *src = slurp(fixture("torch_mlp_eval/model.onnx"), &n_src);
+    unsigned char *src = th_slurp(fixture("torch_mlp_eval/model.onnx"), &n_src);
     onyx_error err = {ONYX_OK, ""};
     void *out = NULL;
     size_t n_out = 0;
@@ -1728,8 +1689,8 @@ static void test_add_dropout_models(void)
         protobuf_c_message_free_unpacked(m, NULL);
     }
     if (out != NULL) {
-        CHECK(write_bytes(path_of("torch_drop.onnx"), out, n_out));
-        CHECK(python_check(path_of("torch_drop.onnx")));
+        CHECK(th_write_bytes(th_path("torch_drop.onnx"), out, n_out));
+        CHECK(python_check(th_path("torch_drop.onnx")));
         onyx_tensor x;
         onyx_tensor want;
         CHECK_OK(onyx_tensor_read_file(fixture("torch_mlp_eval/test_data_set_0/input_0.pb"), &x,
@@ -1769,8 +1730,8 @@ static void test_add_dropout_models(void)
         protobuf_c_message_free_unpacked(m, NULL);
     }
     if (out != NULL) {
-        CHECK(write_bytes(path_of("mm_drop.onnx"), out, n_out));
-        CHECK(python_check(path_of("mm_drop.onnx")));
+        CHECK(th_write_bytes(th_path("mm_drop.onnx"), out, n_out));
+        CHECK(python_check(th_path("mm_drop.onnx")));
         float x[8] = {1.0f, -0.5f, 0.25f, 2.0f, -1.0f, 0.75f, 1.5f, -0.25f};
         onyx_tensor in = {ONYX_DTYPE_F32, 2, {2, 4}, x};
         float y[4];
@@ -1805,34 +1766,10 @@ static void test_add_dropout_models(void)
     free(old.p);
 }
 
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    char p[1024];
-    int leftovers = 0;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        if (strstr(e->d_name, ".tmp.") != NULL)
-            leftovers++;
-        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-        remove(p);
-    }
-    closedir(d);
-    rmdir(dir);
-    CHECK(leftovers == 0); /* no temporary file survives a write, failed or not */
-}
-
 int main(void)
 {
-    snprintf(g_dir, sizeof(g_dir), "%s/tmp_test_model_write_XXXXXX", ONYX_BINARY_DIR);
-    if (mkdtemp(g_dir) == NULL) {
-        perror("mkdtemp");
+    if (th_tmpdir_make(ONYX_BINARY_DIR, "test_model_write") == NULL)
         return 1;
-    }
     test_structure();
     test_runs();
     test_init_distributions();
@@ -1848,6 +1785,6 @@ int main(void)
     test_external_out();
     test_add_dropout();
     test_add_dropout_models();
-    remove_dir(g_dir);
+    CHECK(th_tmpdir_remove() == 0); /* no temporary file survives a write, failed or not */
     return check_report();
 }

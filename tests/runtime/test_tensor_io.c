@@ -3,6 +3,7 @@
  * The NPY_* byte arrays are exactly what numpy 1.24 writes (pasted from `np.save` into a
  * BytesIO); the malformed files are built by hand around one defect each. */
 #include "check.h"
+#include "test_files.h"
 #include "onyx.h"
 
 #include <dirent.h>
@@ -12,6 +13,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+static void write_bytes(const char *path, const void *data, size_t n)
+{
+    CHECK(th_write_bytes(path, data, n));
+}
 
 /* np.save(f, np.arange(6, dtype='<f4').reshape(2, 3)) */
 static const char NPY_F32_2X3[] =
@@ -46,38 +52,6 @@ static const char NPY_F16_V2[] =
     "\x93NUMPY\x02\x00t\x00\x00\x00{'descr': '<f2', 'fortran_order': False, 'shape': (2,), }"
     "                                                          \x0a\x00>\x00\xc0";
 
-static char g_dir[512];
-
-static const char *path_of(const char *name)
-{
-    static char buf[1024];
-    snprintf(buf, sizeof(buf), "%s/%s", g_dir, name);
-    return buf;
-}
-
-static void write_bytes(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    CHECK(f != NULL);
-    if (f == NULL)
-        return;
-    CHECK(fwrite(data, 1, n, f) == n);
-    fclose(f);
-}
-
-/* Reads a whole file into a malloc'd buffer. */
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    *n = 0;
-    if (f == NULL)
-        return NULL;
-    unsigned char *buf = malloc(1 << 16);
-    *n = fread(buf, 1, 1 << 16, f);
-    fclose(f);
-    return buf;
-}
-
 /* A .npy file with the given version and header text (padded by nothing), then data. */
 static void write_npy_raw(const char *path, int major, const char *header, const void *data,
                           size_t n)
@@ -109,7 +83,7 @@ static void write_npy_raw(const char *path, int major, const char *header, const
 /* Reading bytes fails with code and a message naming the file and containing sub. */
 static void expect_fail_bytes(const void *bytes, size_t n, onyx_status code, const char *sub)
 {
-    const char *p = path_of("bad.npy");
+    const char *p = th_path("bad.npy");
     write_bytes(p, bytes, n);
     onyx_tensor t;
     char *name = (char *)"sentinel";
@@ -130,9 +104,9 @@ static void expect_fail_bytes(const void *bytes, size_t n, onyx_status code, con
 static void expect_fail_header(int major, const char *header, const void *data, size_t n,
                                onyx_status code, const char *sub)
 {
-    write_npy_raw(path_of("bad.npy"), major, header, data, n);
+    write_npy_raw(th_path("bad.npy"), major, header, data, n);
     size_t len;
-    unsigned char *bytes = slurp(path_of("bad.npy"), &len);
+    unsigned char *bytes = th_slurp(th_path("bad.npy"), &len);
     expect_fail_bytes(bytes, len, code, sub);
     free(bytes);
 }
@@ -143,8 +117,8 @@ static void test_numpy_files(void)
     char *name = (char *)"sentinel";
     onyx_error err = {ONYX_OK, ""};
 
-    write_bytes(path_of("a.npy"), NPY_F32_2X3, sizeof(NPY_F32_2X3) - 1);
-    CHECK_OK(onyx_tensor_read_file(path_of("a.npy"), &t, &name, &err), err.msg);
+    write_bytes(th_path("a.npy"), NPY_F32_2X3, sizeof(NPY_F32_2X3) - 1);
+    CHECK_OK(onyx_tensor_read_file(th_path("a.npy"), &t, &name, &err), err.msg);
     CHECK(t.dtype == ONYX_DTYPE_F32);
     CHECK(t.rank == 2 && t.dims[0] == 2 && t.dims[1] == 3);
     CHECK(name == NULL);
@@ -153,34 +127,34 @@ static void test_numpy_files(void)
     onyx_tensor_free(&t);
     CHECK(t.data == NULL);
 
-    write_bytes(path_of("b.npy"), NPY_F64_SCALAR, sizeof(NPY_F64_SCALAR) - 1);
-    CHECK_OK(onyx_tensor_read_file(path_of("b.npy"), &t, NULL, &err), err.msg);
+    write_bytes(th_path("b.npy"), NPY_F64_SCALAR, sizeof(NPY_F64_SCALAR) - 1);
+    CHECK_OK(onyx_tensor_read_file(th_path("b.npy"), &t, NULL, &err), err.msg);
     CHECK(t.dtype == ONYX_DTYPE_F64 && t.rank == 0);
     CHECK(((double *)t.data)[0] == 3.5);
     onyx_tensor_free(&t);
 
-    write_bytes(path_of("c.npy"), NPY_BOOL_3, sizeof(NPY_BOOL_3) - 1);
-    CHECK_OK(onyx_tensor_read_file(path_of("c.npy"), &t, NULL, &err), err.msg);
+    write_bytes(th_path("c.npy"), NPY_BOOL_3, sizeof(NPY_BOOL_3) - 1);
+    CHECK_OK(onyx_tensor_read_file(th_path("c.npy"), &t, NULL, &err), err.msg);
     CHECK(t.dtype == ONYX_DTYPE_BOOL && t.rank == 1 && t.dims[0] == 3);
     CHECK(memcmp(t.data, "\x01\x00\x01", 3) == 0);
     onyx_tensor_free(&t);
 
-    write_bytes(path_of("d.npy"), NPY_I16_2X1X2, sizeof(NPY_I16_2X1X2) - 1);
-    CHECK_OK(onyx_tensor_read_file(path_of("d.npy"), &t, NULL, &err), err.msg);
+    write_bytes(th_path("d.npy"), NPY_I16_2X1X2, sizeof(NPY_I16_2X1X2) - 1);
+    CHECK_OK(onyx_tensor_read_file(th_path("d.npy"), &t, NULL, &err), err.msg);
     CHECK(t.dtype == ONYX_DTYPE_I16 && t.rank == 3);
     CHECK(t.dims[0] == 2 && t.dims[1] == 1 && t.dims[2] == 2);
     const int16_t want16[4] = {1, -2, 300, -32768};
     CHECK(memcmp(t.data, want16, sizeof(want16)) == 0);
     onyx_tensor_free(&t);
 
-    write_bytes(path_of("e.npy"), NPY_U8_EMPTY, sizeof(NPY_U8_EMPTY) - 1);
-    CHECK_OK(onyx_tensor_read_file(path_of("e.npy"), &t, NULL, &err), err.msg);
+    write_bytes(th_path("e.npy"), NPY_U8_EMPTY, sizeof(NPY_U8_EMPTY) - 1);
+    CHECK_OK(onyx_tensor_read_file(th_path("e.npy"), &t, NULL, &err), err.msg);
     CHECK(t.dtype == ONYX_DTYPE_U8 && t.rank == 2 && t.dims[0] == 0 && t.dims[1] == 3);
     CHECK(onyx_tensor_numel(&t) == 0);
     onyx_tensor_free(&t);
 
-    write_bytes(path_of("f.npy"), NPY_F16_V2, sizeof(NPY_F16_V2) - 1);
-    CHECK_OK(onyx_tensor_read_file(path_of("f.npy"), &t, NULL, &err), err.msg);
+    write_bytes(th_path("f.npy"), NPY_F16_V2, sizeof(NPY_F16_V2) - 1);
+    CHECK_OK(onyx_tensor_read_file(th_path("f.npy"), &t, NULL, &err), err.msg);
     CHECK(t.dtype == ONYX_DTYPE_F16 && t.rank == 1 && t.dims[0] == 2);
     CHECK(((uint16_t *)t.data)[0] == 0x3e00 && ((uint16_t *)t.data)[1] == 0xc000);
     onyx_tensor_free(&t);
@@ -199,16 +173,16 @@ static void test_header_variants(void)
         "{'descr': '<f4', 'fortran_order': False, 'shape': (2L, 3L), }\n",
     };
     for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
-        write_npy_raw(path_of("h.npy"), 1, headers[i], v, sizeof(v));
-        CHECK_OK(onyx_tensor_read_file(path_of("h.npy"), &t, NULL, &err), err.msg);
+        write_npy_raw(th_path("h.npy"), 1, headers[i], v, sizeof(v));
+        CHECK_OK(onyx_tensor_read_file(th_path("h.npy"), &t, NULL, &err), err.msg);
         CHECK(t.dtype == ONYX_DTYPE_F32 && t.rank == 2 && t.dims[0] == 2 && t.dims[1] == 3);
         CHECK(t.data != NULL && memcmp(t.data, v, sizeof(v)) == 0);
         onyx_tensor_free(&t);
     }
     /* version 3.0 has a 4-byte header length, like 2.0 */
-    write_npy_raw(path_of("v3.npy"), 3, "{'descr': '|i1', 'fortran_order': False, 'shape': (2,)}",
+    write_npy_raw(th_path("v3.npy"), 3, "{'descr': '|i1', 'fortran_order': False, 'shape': (2,)}",
                   "\x05\xfb", 2);
-    CHECK_OK(onyx_tensor_read_file(path_of("v3.npy"), &t, NULL, &err), err.msg);
+    CHECK_OK(onyx_tensor_read_file(th_path("v3.npy"), &t, NULL, &err), err.msg);
     CHECK(t.dtype == ONYX_DTYPE_I8 && t.rank == 1 && t.dims[0] == 2);
     CHECK(((int8_t *)t.data)[0] == 5 && ((int8_t *)t.data)[1] == -5);
     onyx_tensor_free(&t);
@@ -303,17 +277,17 @@ static void test_file_errors(void)
 {
     onyx_tensor t;
     onyx_error err = {ONYX_OK, ""};
-    onyx_status st = onyx_tensor_read_file(path_of("missing.npy"), &t, NULL, &err);
+    onyx_status st = onyx_tensor_read_file(th_path("missing.npy"), &t, NULL, &err);
     CHECK(st == ONYX_ERR_IO);
     CHECK_MSG(err.msg, "missing.npy: cannot open");
     CHECK(t.data == NULL);
 
-    st = onyx_tensor_read_file(g_dir, &t, NULL, &err);
+    st = onyx_tensor_read_file(th_tmpdir(), &t, NULL, &err);
     CHECK(st == ONYX_ERR_IO);
     CHECK_MSG(err.msg, "not a regular file");
 
-    write_bytes(path_of("empty.pb"), "", 0);
-    st = onyx_tensor_read_file(path_of("empty.pb"), &t, NULL, &err);
+    write_bytes(th_path("empty.pb"), "", 0);
+    st = onyx_tensor_read_file(th_path("empty.pb"), &t, NULL, &err);
     CHECK(st == ONYX_ERR_INVALID_MODEL);
     CHECK_MSG(err.msg, "empty.pb: empty file");
 
@@ -321,26 +295,26 @@ static void test_file_errors(void)
     CHECK(st == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, "path is NULL");
     /* err may be NULL */
-    CHECK(onyx_tensor_read_file(path_of("missing.npy"), &t, NULL, NULL) == ONYX_ERR_IO);
+    CHECK(onyx_tensor_read_file(th_path("missing.npy"), &t, NULL, NULL) == ONYX_ERR_IO);
     onyx_tensor_free(NULL);
 
     /* above the 2 GiB limit: refused from its size before anything is read (a sparse file) */
-    FILE *f = fopen(path_of("huge.npy"), "wb");
+    FILE *f = fopen(th_path("huge.npy"), "wb");
     CHECK(f != NULL);
     if (f != NULL) {
         fwrite("\x93NUMPY\x01\x00", 1, 8, f);
         CHECK(ftruncate(fileno(f), (off_t)1 << 31) == 0);
         fclose(f);
-        st = onyx_tensor_read_file(path_of("huge.npy"), &t, NULL, &err);
+        st = onyx_tensor_read_file(th_path("huge.npy"), &t, NULL, &err);
         CHECK(st == ONYX_ERR_IO);
         CHECK_MSG(err.msg, "huge.npy: file is 2147483648 bytes, more than the limit of 2147483647");
-        remove(path_of("huge.npy"));
+        remove(th_path("huge.npy"));
     }
 
     /* not .npy (the magic is off by one letter): parsed as a TensorProto, which this is not */
-    write_bytes(path_of("junk.pb"), "\x93NUMPX\x01\x00\xff\xff", 10);
+    write_bytes(th_path("junk.pb"), "\x93NUMPX\x01\x00\xff\xff", 10);
     char *name = NULL;
-    st = onyx_tensor_read_file(path_of("junk.pb"), &t, &name, &err);
+    st = onyx_tensor_read_file(th_path("junk.pb"), &t, &name, &err);
     CHECK(st != ONYX_OK);
     CHECK_MSG(err.msg, "junk.pb");
     CHECK(t.data == NULL && name == NULL);
@@ -369,9 +343,9 @@ static void test_round_trips(void)
                 t.data = bools;
             }
             onyx_error err = {ONYX_OK, ""};
-            CHECK_OK(onyx_tensor_write_npy(path_of("rt.npy"), &t, &err), err.msg);
+            CHECK_OK(onyx_tensor_write_npy(th_path("rt.npy"), &t, &err), err.msg);
             onyx_tensor r;
-            CHECK_OK(onyx_tensor_read_file(path_of("rt.npy"), &r, NULL, &err), err.msg);
+            CHECK_OK(onyx_tensor_read_file(th_path("rt.npy"), &r, NULL, &err), err.msg);
             CHECK(r.dtype == t.dtype && r.rank == t.rank);
             for (int k = 0; k < t.rank; k++)
                 CHECK(r.dims[k] == t.dims[k]);
@@ -396,12 +370,12 @@ static void test_write_matches_numpy(void)
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         onyx_error err = {ONYX_OK, ""};
         onyx_tensor t;
-        write_bytes(path_of("np.npy"), files[i].bytes, files[i].n);
-        CHECK_OK(onyx_tensor_read_file(path_of("np.npy"), &t, NULL, &err), err.msg);
-        CHECK_OK(onyx_tensor_write_npy(path_of("ours.npy"), &t, &err), err.msg);
+        write_bytes(th_path("np.npy"), files[i].bytes, files[i].n);
+        CHECK_OK(onyx_tensor_read_file(th_path("np.npy"), &t, NULL, &err), err.msg);
+        CHECK_OK(onyx_tensor_write_npy(th_path("ours.npy"), &t, &err), err.msg);
         onyx_tensor_free(&t);
         size_t n;
-        unsigned char *ours = slurp(path_of("ours.npy"), &n);
+        unsigned char *ours = th_slurp(th_path("ours.npy"), &n);
         CHECK(ours != NULL && n == files[i].n && memcmp(ours, files[i].bytes, n) == 0);
         free(ours);
     }
@@ -412,27 +386,27 @@ static void test_write_errors(void)
     onyx_error err = {ONYX_OK, ""};
     uint16_t h[2] = {0, 0};
     onyx_tensor bf = {ONYX_DTYPE_BF16, 1, {2}, h};
-    CHECK(onyx_tensor_write_npy(path_of("bf.npy"), &bf, &err) == ONYX_ERR_UNSUPPORTED);
+    CHECK(onyx_tensor_write_npy(th_path("bf.npy"), &bf, &err) == ONYX_ERR_UNSUPPORTED);
     CHECK_MSG(err.msg, "numpy has no type for bfloat16");
 
     onyx_tensor neg = {ONYX_DTYPE_F32, 1, {-2}, h};
-    CHECK(onyx_tensor_write_npy(path_of("neg.npy"), &neg, &err) == ONYX_ERR_SHAPE);
+    CHECK(onyx_tensor_write_npy(th_path("neg.npy"), &neg, &err) == ONYX_ERR_SHAPE);
     CHECK_MSG(err.msg, "neg.npy: tensor shape [?]");
 
     onyx_tensor nodata = {ONYX_DTYPE_F32, 1, {2}, NULL};
-    CHECK(onyx_tensor_write_npy(path_of("nodata.npy"), &nodata, &err) == ONYX_ERR_INVALID_ARG);
+    CHECK(onyx_tensor_write_npy(th_path("nodata.npy"), &nodata, &err) == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, "data is NULL");
 
     onyx_tensor str = {ONYX_DTYPE_STRING, 1, {2}, h};
-    CHECK(onyx_tensor_write_npy(path_of("str.npy"), &str, &err) == ONYX_ERR_INVALID_ARG);
+    CHECK(onyx_tensor_write_npy(th_path("str.npy"), &str, &err) == ONYX_ERR_INVALID_ARG);
     CHECK_MSG(err.msg, "dtype string");
 
     onyx_tensor ok = {ONYX_DTYPE_F32, 0, {0}, h};
-    CHECK(onyx_tensor_write_npy(path_of("no/such/dir/x.npy"), &ok, &err) == ONYX_ERR_IO);
+    CHECK(onyx_tensor_write_npy(th_path("no/such/dir/x.npy"), &ok, &err) == ONYX_ERR_IO);
     CHECK_MSG(err.msg, "no/such/dir/x.npy: cannot create a temporary file");
 
     /* no temporary files are left behind by the writes above */
-    DIR *d = opendir(g_dir);
+    DIR *d = opendir(th_tmpdir());
     CHECK(d != NULL);
     struct dirent *e;
     int leftovers = 0;
@@ -446,7 +420,7 @@ static void test_write_errors(void)
 
 static void test_csv(void)
 {
-    const char *p = path_of("a.csv");
+    const char *p = th_path("a.csv");
     const char *good = "x1, x2,x3\n1,2.5,-3\n\n4 , 5e-1,6\r\n7,8,9";
     write_bytes(p, good, strlen(good));
     onyx_tensor t;
@@ -483,30 +457,10 @@ static void test_csv(void)
     }
 }
 
-static void remove_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    char p[1024];
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-        remove(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 int main(void)
 {
-    snprintf(g_dir, sizeof(g_dir), "%s/tmp_test_tensor_io_XXXXXX", ONYX_BINARY_DIR);
-    if (mkdtemp(g_dir) == NULL) {
-        perror("mkdtemp");
+    if (th_tmpdir_make(ONYX_BINARY_DIR, "test_tensor_io") == NULL)
         return 1;
-    }
     test_numpy_files();
     test_header_variants();
     test_malformed();
@@ -515,6 +469,6 @@ int main(void)
     test_write_matches_numpy();
     test_write_errors();
     test_csv();
-    remove_dir(g_dir);
+    th_tmpdir_remove();
     return check_report();
 }

@@ -665,7 +665,7 @@ static onyx_status axes_mark(const onyx_node *n, const int64_t *axes, int64_t le
     for (int i = 0; i < ONYX_MAX_RANK; i++)
         mark[i] = false;
     for (int64_t i = 0; i < len; i++) {
-        int a;
+        int a = 0;
         onyx_status st = norm_axis(n, "axes entry", axes[i], rank, false, &a, err);
         if (st != ONYX_OK)
             return st;

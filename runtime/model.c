@@ -156,7 +156,7 @@ static void *aligned_block(size_t nbytes)
 static onyx_status tensor_alloc_decode(const loader *ld, const Onnx__TensorProto *tp,
                                        onyx_tensor *t)
 {
-    size_t nbytes;
+    size_t nbytes = 0;
     onyx_status st = tensor_header(ld, tp, t, &nbytes);
     if (st != ONYX_OK)
         return st;

@@ -9,8 +9,8 @@ onyx_install_deps
 
 jobs=$(nproc 2>/dev/null || echo 2)
 
-echo "== build (release, -Werror) =="
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+echo "== build (Release -O3, -Werror) =="
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
 echo "== tests =="
 ctest --test-dir build --output-on-failure -j"$jobs"

@@ -205,9 +205,18 @@ static onyx_gemm_epilogue epilogue_of(int fuse)
     return fuse == ONYX_FUSE_RELU ? ONYX_GEMM_EPI_RELU : ONYX_GEMM_EPI_NONE;
 }
 
+/* Whether c has shape [N] or [1,N]: one value per column of Y. */
+static bool is_row_vector(const onyx_tensor *c, int64_t N)
+{
+    return (c->rank == 1 && c->dims[0] == N) ||
+           (c->rank == 2 && c->dims[0] == 1 && c->dims[1] == N);
+}
+
 /* Y = alpha * op(A) * op(B) + beta * C (spec: Gemm-13); with ctx->fuse, Y = Relu(that), the
- * Relu applied tile by tile inside the GEMM. With ctx->packed, op(B) comes pre-packed
- * (gemm_pack). */
+ * Relu applied tile by tile inside the GEMM. A C of shape [N] or [1,N] with beta 1 (a bias) is
+ * added in the same tile pass, after the product (float32: (alpha * A B) + c[j]); any other C
+ * is copied into Y first and scaled by beta inside the GEMM. With ctx->packed, op(B) comes
+ * pre-packed (gemm_pack). */
 static void gemm_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                          onyx_tensor *out)
 {
@@ -222,14 +231,18 @@ static void gemm_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *
     const onyx_tensor *c = onyx_node_has_in(n, 2) && p->beta != 0.0f ? &in[2] : NULL;
     if (a->dtype == ONYX_DTYPE_F32) {
         float beta = 0.0f;
-        if (c != NULL) {
+        const float *bias = NULL;
+        if (c != NULL && p->beta == 1.0f && is_row_vector(c, N)) {
+            /* A bias row: the GEMM adds it to each finished tile with the epilogue, no copy. */
+            bias = c->data;
+        } else if (c != NULL) {
+            /* Any other C goes into Y first and is added inside the GEMM (beta). */
             onyx_broadcast_copy(c, y);
             beta = p->beta;
         }
-        /* C is already in Y: the bias is added inside the GEMM (beta), before the epilogue. */
-        onyx_gemm_f32_epi(ctx->pool, epilogue_of(ctx->fuse), p->trans_a, p->trans_b, M, N, K,
-                          p->alpha, a->data, a->dims[1], b->data, b->dims[1], ctx->packed, beta,
-                          y->data, N);
+        onyx_gemm_f32_epi(ctx->pool, bias, epilogue_of(ctx->fuse), p->trans_a, p->trans_b, M, N,
+                          K, p->alpha, a->data, a->dims[1], b->data, b->dims[1], ctx->packed,
+                          beta, y->data, N);
         return;
     }
     int64_t cst[ONYX_MAX_RANK] = {0, 0};
@@ -489,8 +502,8 @@ static void matmul_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
     /* B without batch dims: A's batch items are consecutive rows, so one GEMM does them all. */
     if (!p.b_batch) {
         if (f32)
-            onyx_gemm_f32_epi(ctx->pool, epilogue_of(ctx->fuse), false, false, p.rows, N, K, 1.0f,
-                              a->data, K, b->data, N, ctx->packed, 0.0f, y->data, N);
+            onyx_gemm_f32_epi(ctx->pool, NULL, epilogue_of(ctx->fuse), false, false, p.rows, N, K,
+                              1.0f, a->data, K, b->data, N, ctx->packed, 0.0f, y->data, N);
         else
             gemm_generic(a->dtype, false, false, p.rows, N, K, 1.0, a->data, 0, K, b->data, 0, N,
                          0.0, NULL, 0, 0, y->data, 0);
@@ -502,7 +515,7 @@ static void matmul_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
     int64_t off_b = 0;
     for (int64_t t = 0; t < p.total; t++) {
         if (f32)
-            onyx_gemm_f32_epi(ctx->pool, epilogue_of(ctx->fuse), false, false, M, N, K, 1.0f,
+            onyx_gemm_f32_epi(ctx->pool, NULL, epilogue_of(ctx->fuse), false, false, M, N, K, 1.0f,
                               (const float *)a->data + off_a, K, (const float *)b->data + off_b, N,
                               NULL, 0.0f, (float *)y->data + t * M * N, N);
         else

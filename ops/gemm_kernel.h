@@ -23,7 +23,7 @@
  * allocate nothing). With pool == NULL they go on the stack when they fit 96 KiB (small
  * products: no allocation) and are malloc'd and freed per call otherwise; if malloc fails the
  * call falls back to small blocks on the stack, slower but with the same results. The small-M
- * path and pre-packed B with M <= 8 pack nothing. Stack use is about 130 KiB.
+ * path and pre-packed B with M <= 8 (AVX-512: M <= 64) pack nothing. Stack use is about 130 KiB.
  *
  * Threads: the call returns when C is complete. A pool is used by one thread at a time; call
  * with pool == NULL from inside a pool task.
@@ -89,21 +89,24 @@ void onyx_gemm_f32_packed(onyx_pool *pool, bool trans_a, int64_t M, int64_t N, i
  * over C. C = epi(alpha * op(A) * op(B) + beta * C): bit-identical to the plain GEMM followed by
  * the function, since the function sees the finished value of each element.
  *   ONYX_GEMM_EPI_RELU: c < 0 ? 0 : c (exactly ops/activation.c's Relu: -0 and NaN pass through).
+ * A bias row (a Gemm's C of shape [N] or [1,N] with beta 1) goes in the same pass:
+ * C = epi((alpha * op(A) * op(B) + beta * C) + bias[j]), bias[j] added to the finished element
+ * as one float addition. This saves copying the bias into C and reloading C in the K loop.
  */
 typedef enum onyx_gemm_epilogue {
     ONYX_GEMM_EPI_NONE = 0,
     ONYX_GEMM_EPI_RELU,
 } onyx_gemm_epilogue;
 
-/* The GEMM with the best path and epilogue epi. op(B) comes from `packed` (as for
- * onyx_gemm_f32_packed, with AUTO's isa) when it is not NULL, else from B (trans_b, ldb). When
+/* The GEMM with the best path, bias row `bias` (N floats added to every row, NULL for none) and
+ * epilogue epi. op(B) comes from `packed` (as for onyx_gemm_f32_packed, with AUTO's isa) when it is not NULL, else from B (trans_b, ldb). When
  * both are given (a constant weight and its packed copy), products of M <= 8 rows read B: the
  * small-M path is faster there, and so the results are those of the call without packed for
  * every M (for M > 8 the packed and unpacked paths sum in the same order). B may be NULL only
  * when packed is not. */
-void onyx_gemm_f32_epi(onyx_pool *pool, onyx_gemm_epilogue epi, bool trans_a, bool trans_b,
-                       int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                       const float *B, int64_t ldb, const void *packed, float beta, float *C,
-                       int64_t ldc);
+void onyx_gemm_f32_epi(onyx_pool *pool, const float *bias, onyx_gemm_epilogue epi, bool trans_a,
+                       bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                       int64_t lda, const float *B, int64_t ldb, const void *packed, float beta,
+                       float *C, int64_t ldc);
 
 #endif

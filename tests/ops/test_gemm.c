@@ -941,11 +941,13 @@ static int64_t bit_diffs(const float *x, const float *y, int64_t M, int64_t ldc)
  * must equal it bit for bit; the packed call without epilogue must equal the plain GEMM bit for
  * bit. onyx_gemm_f32_packed (no B to fall back on) too for M > 8; for M <= 8 it takes the
  * packed direct path, which sums K in another order than the small-M path (gemm_kernel.h), so
- * there only a tolerance holds.
+ * there only a tolerance holds. With a bias row, the reference is the plain GEMM, then
+ * c + bias[j] in float, then the Relu (or not): every path must match it bit for bit (M of 9..64
+ * with B packed reads A in place in row panels of up to 14, 65 and more packs A).
  */
 static void test_gemm_packed_epilogue(void)
 {
-    const int64_t Ms[] = {1, 3, 8, 9, 17, 64, 131};
+    const int64_t Ms[] = {1, 3, 8, 9, 17, 23, 64, 65, 131};
     const int64_t Ns[] = {1, 5, 37, 129};
     const int64_t Ks[] = {1, 7, 300};
     onyx_pool *pool = NULL;
@@ -953,6 +955,7 @@ static void test_gemm_packed_epilogue(void)
     int64_t bad_epi = 0;
     int64_t bad_packed = 0;
     int64_t bad_small = 0;
+    int64_t bad_bias = 0;
     int64_t small_differ = 0;
     int64_t relu_hits = 0;
     int64_t cases = 0;
@@ -978,15 +981,18 @@ static void test_gemm_packed_epilogue(void)
                     float *c0 = malloc(sizeof(float) * nc);
                     float *ref = malloc(sizeof(float) * nc);
                     float *c1 = malloc(sizeof(float) * nc);
+                    float *bias = malloc(sizeof(float) * (size_t)N);
+                    float *bref = malloc(sizeof(float) * nc);
                     size_t psize = onyx_gemm_packed_size(ONYX_GEMM_ISA_AUTO, N, K);
                     void *packed = aligned_alloc(64, (psize + 63) / 64 * 64);
-                    if (!a || !b || !c0 || !ref || !c1 || !packed) {
+                    if (!a || !b || !c0 || !ref || !c1 || !bias || !bref || !packed) {
                         CHECK(!"out of memory");
                         return;
                     }
                     fill(a, na);
                     fill(b, nb);
                     fill(c0, nc);
+                    fill(bias, (size_t)N);
                     onyx_gemm_pack_b(ONYX_GEMM_ISA_AUTO, tb, N, K, b, ldb, packed);
                     float alpha = 0.7f;
                     /* plain, and plain + Relu (the reference) */
@@ -1003,18 +1009,18 @@ static void test_gemm_packed_epilogue(void)
                         relu_hits += plain[k] < 0.0f;
                     /* fused, unpacked */
                     memcpy(c1, c0, sizeof(float) * nc);
-                    onyx_gemm_f32_epi(pl, ONYX_GEMM_EPI_RELU, ta, tb, M, N, K, alpha, a, lda, b,
-                                      ldb, NULL, beta, c1, ldc);
+                    onyx_gemm_f32_epi(pl, NULL, ONYX_GEMM_EPI_RELU, ta, tb, M, N, K, alpha, a, lda,
+                                      b, ldb, NULL, beta, c1, ldc);
                     bad_epi += bit_diffs(c1, ref, M, ldc);
                     /* fused, packed (B given too) */
                     memcpy(c1, c0, sizeof(float) * nc);
-                    onyx_gemm_f32_epi(pl, ONYX_GEMM_EPI_RELU, ta, tb, M, N, K, alpha, a, lda, b,
-                                      ldb, packed, beta, c1, ldc);
+                    onyx_gemm_f32_epi(pl, NULL, ONYX_GEMM_EPI_RELU, ta, tb, M, N, K, alpha, a, lda,
+                                      b, ldb, packed, beta, c1, ldc);
                     bad_epi += bit_diffs(c1, ref, M, ldc);
                     /* packed, no epilogue */
                     memcpy(c1, c0, sizeof(float) * nc);
-                    onyx_gemm_f32_epi(pl, ONYX_GEMM_EPI_NONE, ta, tb, M, N, K, alpha, a, lda, b,
-                                      ldb, packed, beta, c1, ldc);
+                    onyx_gemm_f32_epi(pl, NULL, ONYX_GEMM_EPI_NONE, ta, tb, M, N, K, alpha, a, lda,
+                                      b, ldb, packed, beta, c1, ldc);
                     bad_packed += bit_diffs(c1, plain, M, ldc);
                     /* packed only (no B): exact for M > 8, close for M <= 8 */
                     memcpy(c1, c0, sizeof(float) * nc);
@@ -1027,7 +1033,24 @@ static void test_gemm_packed_epilogue(void)
                             small_differ += c1[k] != plain[k];
                         }
                     }
+                    /* bias row, with and without the Relu, unpacked and packed */
+                    for (int e = 0; e < 4; e++) {
+                        bool relu = e & 1;
+                        memcpy(bref, plain, sizeof(float) * nc); /* the columns past N too */
+                        for (int64_t i = 0; i < M; i++)
+                            for (int64_t j = 0; j < N; j++) {
+                                float v = plain[i * ldc + j] + bias[j];
+                                bref[i * ldc + j] = relu && v < 0.0f ? 0.0f : v;
+                            }
+                        memcpy(c1, c0, sizeof(float) * nc);
+                        onyx_gemm_f32_epi(pl, bias, relu ? ONYX_GEMM_EPI_RELU : ONYX_GEMM_EPI_NONE,
+                                          ta, tb, M, N, K, alpha, a, lda, b, ldb,
+                                          (e & 2) ? packed : NULL, beta, c1, ldc);
+                        bad_bias += bit_diffs(c1, bref, M, ldc);
+                    }
                     cases++;
+                    free(bias);
+                    free(bref);
                     free(a);
                     free(b);
                     free(c0);
@@ -1043,18 +1066,25 @@ static void test_gemm_packed_epilogue(void)
     CHECK(bad_epi == 0);
     CHECK(bad_packed == 0);
     CHECK(bad_small == 0);
+    CHECK(bad_bias == 0);
 
     /* K == 0 and alpha == 0: C = Relu(beta * C) */
     float c[4] = {-1.0f, 2.0f, -0.0f, 3.0f};
-    onyx_gemm_f32_epi(pool, ONYX_GEMM_EPI_RELU, false, false, 2, 2, 0, 1.0f, NULL, 1, NULL, 2, NULL,
-                      2.0f, c, 2);
+    onyx_gemm_f32_epi(pool, NULL, ONYX_GEMM_EPI_RELU, false, false, 2, 2, 0, 1.0f, NULL, 1, NULL, 2,
+                      NULL, 2.0f, c, 2);
     CHECK(c[0] == 0.0f && c[1] == 4.0f && c[2] == 0.0f && signbit(c[2]) && c[3] == 6.0f);
+    /* ... and with a bias row: C = Relu(beta * C + bias) */
+    float cb[4] = {-1.0f, 2.0f, -0.0f, 3.0f};
+    const float bias2[2] = {1.5f, -10.0f};
+    onyx_gemm_f32_epi(pool, bias2, ONYX_GEMM_EPI_RELU, false, false, 2, 2, 0, 1.0f, NULL, 1, NULL,
+                      2, NULL, 2.0f, cb, 2);
+    CHECK(cb[0] == 0.0f && cb[1] == 0.0f && cb[2] == 1.5f && cb[3] == 0.0f);
     /* NaN passes through the Relu as it does through ops/activation.c's */
     float an[1] = {NAN};
     float bn[1] = {1.0f};
     float cn[1] = {0.0f};
-    onyx_gemm_f32_epi(NULL, ONYX_GEMM_EPI_RELU, false, false, 1, 1, 1, 1.0f, an, 1, bn, 1, NULL,
-                      0.0f, cn, 1);
+    onyx_gemm_f32_epi(NULL, NULL, ONYX_GEMM_EPI_RELU, false, false, 1, 1, 1, 1.0f, an, 1, bn, 1,
+                      NULL, 0.0f, cn, 1);
     CHECK(isnan(cn[0]));
     onyx_pool_destroy(pool);
 }

@@ -14,9 +14,11 @@
  * batch sizes on both sides of the small-M path; and stay right when an intermediate value is
  * asked for by name, when a Relu output is bound zero-copy, and when a packed weight is bound
  * to other data afterwards. A double-precision forward written here from the spec checks them
- * all.
+ * all. Gemm's bias rows (b0 [10], b1 [7], b3 [1,4]) are added by the GEMM's epilogue: a
+ * pre-activation asked for by name must be the product, then + bias as one float addition.
  */
 #include "check.h"
+#include "gemm.h"
 #include "internal.h"
 #include "onyx.h"
 
@@ -309,6 +311,14 @@ int main(void)
     for (int64_t i = 0; i < onyx_numel(&o3[0]); i++)
         negative += ((const float *)o3[0].data)[i] < 0;
     CHECK(negative > 0); /* really the value before the Relu */
+    /* the bias epilogue: h1 = (0.7 * r0 W1^T) + b1, the addition in float after the product */
+    static float h1[16 * 7];
+    const float *b1 = init_data(m, "b1");
+    onyx_gemm_f32(NULL, false, true, 16, 7, 10, 0.7f, keep->vals[value(m, "r0")].data, 10,
+                  init_data(m, "W1"), 10, 0.0f, h1, 7);
+    for (int i = 0; i < 16 * 7; i++)
+        h1[i] += b1[i % 7];
+    CHECK(memcmp(h1, o3[0].data, sizeof h1) == 0);
 
     /* a Relu output bound zero-copy: the fused Gemm writes the caller's buffer */
     static float r0[16 * 10];

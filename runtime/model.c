@@ -817,6 +817,14 @@ static onyx_status build_graph(builder *b, onyx_model *m)
             t->data = (char *)m->arena + off;
             st = tensor_data(ld, tp, t, t->data, nb);
         }
+        if (st == ONYX_OK && tp->has_raw_data && tp->raw_data.data != NULL) {
+            /* The arena has the weights now: give back protobuf-c's copy at once, so that the
+             * message and the arena together never hold more than about one model. */
+            Onnx__TensorProto *owned_tp = (Onnx__TensorProto *)(uintptr_t)tp;
+            free(owned_tp->raw_data.data);
+            owned_tp->raw_data.data = NULL;
+            owned_tp->raw_data.len = 0;
+        }
         if (st != ONYX_OK)
             goto done;
         off += (nb + 63) & ~(size_t)63;
@@ -1008,7 +1016,7 @@ void onyx_load_options_init(onyx_load_options *opt)
     opt->size = sizeof(*opt);
 }
 
-static onyx_status load_buffer(const void *data, size_t size, const char *base_dir,
+static onyx_status load_buffer(const void *data, size_t size, void *owned, const char *base_dir,
                                const char *name, const onyx_load_options *opt, onyx_model **out,
                                onyx_error *err);
 static onyx_status load_file(const char *path, const onyx_load_options *opt, onyx_model **out,
@@ -1037,7 +1045,7 @@ static onyx_status load_with_options(const char *path, const void *data, size_t 
     onyx_error local;
     onyx_error *e = err ? err : &local;
     onyx_status st = path ? load_file(path, &o, out, e)
-                          : load_buffer(data, size, base_dir, name, &o, out, e);
+                          : load_buffer(data, size, NULL, base_dir, name, &o, out, e);
     if (st != ONYX_OK && o.log != NULL)
         o.log(o.log_user, ONYX_LOG_ERROR, e->msg);
     return st;
@@ -1050,9 +1058,27 @@ onyx_status onyx_model_load_buffer_ex(const void *data, size_t size, const char 
     return load_with_options(NULL, data, size, base_dir, name, opt, out, err);
 }
 
-static onyx_status load_buffer(const void *data, size_t size, const char *base_dir,
+static onyx_status unpack_and_build(const void *data, size_t size, void **owned,
+                                    const char *base_dir, const char *name,
+                                    const onyx_load_options *opt, onyx_model **out,
+                                    onyx_error *err);
+
+/* owned: when not NULL, the malloc'd buffer holding data, freed here as soon as protobuf-c has
+ * unpacked it (and on every error path), so the file's bytes, the unpacked message and the
+ * weights' arena are never all alive at once: peak memory stays near twice the model. */
+static onyx_status load_buffer(const void *data, size_t size, void *owned, const char *base_dir,
                                const char *name, const onyx_load_options *opt, onyx_model **out,
                                onyx_error *err)
+{
+    onyx_status st = unpack_and_build(data, size, &owned, base_dir, name, opt, out, err);
+    free(owned);
+    return st;
+}
+
+static onyx_status unpack_and_build(const void *data, size_t size, void **owned,
+                                    const char *base_dir, const char *name,
+                                    const onyx_load_options *opt, onyx_model **out,
+                                    onyx_error *err)
 {
     if (out == NULL)
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "onyx_model_load_buffer: out is NULL");
@@ -1075,6 +1101,8 @@ static onyx_status load_buffer(const void *data, size_t size, const char *base_d
                         "%s: not a valid ONNX model (corrupt protobuf: %s at byte %zu)", name, why,
                         offset);
     Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, size, data);
+    free(*owned); /* everything needed is in mp now */
+    *owned = NULL;
     if (mp == NULL)
         return onyx_err(err, ONYX_ERR_INVALID_MODEL,
                         "%s: not a valid ONNX model (protobuf parsing failed)", name);
@@ -1173,9 +1201,7 @@ static onyx_status load_file(const char *path, const onyx_load_options *opt, ony
     /* External data is relative to the model's folder. */
     char dir[PATH_MAX];
     onyx_path_dir(path, dir, sizeof dir);
-    onyx_status st = load_buffer(buf, size, dir, path, opt, out, err);
-    free(buf);
-    return st;
+    return load_buffer(buf, size, buf, dir, path, opt, out, err); /* frees buf */
 }
 
 void onyx_model_destroy(onyx_model *m)

@@ -170,3 +170,26 @@ int th_grad_check_default(th_node *t, onyx_mode mode, const onyx_tensor *in, uin
 {
     return th_grad_check(t, mode, in, in_mask, 0xffffffffu, 1e-2, 1e-3, 1e-2, NULL);
 }
+
+onyx_status th_run_backward(th_node *t, const onyx_tensor *in, const float *dy, float **dx,
+                            onyx_error *err)
+{
+    onyx_node *n = th_onyx_node(t);
+    onyx_tensor out[1];
+    onyx_status st = th_run(t, ONYX_MODE_TRAIN, in, out, err);
+    if (st != ONYX_OK)
+        return st;
+    size_t sc = n->impl->scratch_size ? n->impl->scratch_size(n, in, out) : 0;
+    void *scratch = sc ? malloc(sc) : NULL;
+    onyx_tensor dout[1] = {out[0]};
+    dout[0].data = (void *)(uintptr_t)dy;
+    onyx_tensor din[MAX_IO];
+    for (int i = 0; i < n->n_in && i < MAX_IO; i++) {
+        din[i] = in[i];
+        din[i].data = dx[i];
+    }
+    onyx_kctx ctx = {.mode = ONYX_MODE_TRAIN, .scratch = scratch};
+    n->impl->backward(n, &ctx, in, out, dout, din);
+    free(scratch);
+    return ONYX_OK;
+}

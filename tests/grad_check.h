@@ -24,4 +24,10 @@ int th_grad_check(th_node *t, onyx_mode mode, const onyx_tensor *in, uint32_t in
 /* Defaults that suit most float32 ops: eps 1e-2, atol 1e-3, rtol 1e-2, outputs: all float ones. */
 int th_grad_check_default(th_node *t, onyx_mode mode, const onyx_tensor *in, uint32_t in_mask);
 
+/* Runs t forward (th_run, ONYX_MODE_TRAIN) and then backward with dY = dy (NULL: no gradient
+ * flows into the output) into din[i].data = dx[i] (NULL: input i needs none), with the scratch
+ * memory the op declares. Single-output ops; err reports a failed forward. */
+onyx_status th_run_backward(th_node *t, const onyx_tensor *in, const float *dy, float **dx,
+                            onyx_error *err);
+
 #endif

@@ -7,6 +7,7 @@
  * models are also compared with their source message by message through protobuf-c, and checked
  * by onnx.checker when /usr/bin/python3 has onnx (skipped otherwise). */
 #include "check.h"
+#include "pb_write.h"
 #include "test_files.h"
 #include "internal.h"
 
@@ -600,68 +601,13 @@ done:
 
 /* A protobuf message under construction, for models the tests build field by field (with
  * fields onyx does not know). */
-typedef struct wb {
-    unsigned char *p;
-    size_t n;
-    size_t cap;
-} wb;
-
-static void wb_raw(wb *b, const void *data, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = 2 * (b->n + n) + 64;
-        b->p = realloc(b->p, b->cap);
-    }
-    if (n)
-        memcpy(b->p + b->n, data, n);
-    b->n += n;
-}
-
-static void wb_varint(wb *b, uint64_t v)
-{
-    unsigned char buf[10];
-    size_t n = 0;
-    do {
-        buf[n] = (unsigned char)(v & 0x7f);
-        v >>= 7;
-        if (v)
-            buf[n] |= 0x80;
-        n++;
-    } while (v);
-    wb_raw(b, buf, n);
-}
-
-static void wb_int(wb *b, unsigned field, int64_t v)
-{
-    wb_varint(b, (uint64_t)field << 3);
-    wb_varint(b, (uint64_t)v);
-}
-
-static void wb_bytes(wb *b, unsigned field, const void *data, size_t n)
-{
-    wb_varint(b, (uint64_t)field << 3 | 2);
-    wb_varint(b, n);
-    wb_raw(b, data, n);
-}
-
-static void wb_str(wb *b, unsigned field, const char *s)
-{
-    wb_bytes(b, field, s, strlen(s));
-}
-
-/* Appends sub as field `field` and frees it. */
-static void wb_msg(wb *b, unsigned field, wb *sub)
-{
-    wb_bytes(b, field, sub->p, sub->n);
-    free(sub->p);
-    memset(sub, 0, sizeof(*sub));
-}
+typedef th_pb wb;
 
 /* The unknown fields the tests plant: 999 (varint 123456789) and 1000 (bytes "future"). */
 static void wb_unknown(wb *b)
 {
-    wb_int(b, 999, 123456789);
-    wb_str(b, 1000, "future");
+    th_pb_int(b, 999, 123456789);
+    th_pb_str(b, 1000, "future");
 }
 
 static void check_unknown(const ProtobufCMessage *m)
@@ -679,18 +625,18 @@ static void wb_node(wb *g, const char *name, const char *op, const char *in0, co
                     const char *out, bool extras)
 {
     wb n = {NULL, 0, 0};
-    wb_str(&n, 1, in0);
+    th_pb_str(&n, 1, in0);
     if (in1 != NULL)
-        wb_str(&n, 1, in1);
-    wb_str(&n, 2, out);
-    wb_str(&n, 3, name);
-    wb_str(&n, 4, op);
-    wb_str(&n, 7, "");
+        th_pb_str(&n, 1, in1);
+    th_pb_str(&n, 2, out);
+    th_pb_str(&n, 3, name);
+    th_pb_str(&n, 4, op);
+    th_pb_str(&n, 7, "");
     if (extras) {
-        wb_str(&n, 6, "node doc");
+        th_pb_str(&n, 6, "node doc");
         wb_unknown(&n);
     }
-    wb_msg(g, 1, &n);
+    th_pb_msg(g, 1, &n);
 }
 
 static void wb_tensor(wb *g, unsigned field, const char *name, int rank, const int64_t *dims,
@@ -699,17 +645,17 @@ static void wb_tensor(wb *g, unsigned field, const char *name, int rank, const i
     wb t = {NULL, 0, 0};
     int64_t numel = 1;
     for (int i = 0; i < rank; i++) {
-        wb_int(&t, 1, dims[i]);
+        th_pb_int(&t, 1, dims[i]);
         numel *= dims[i];
     }
-    wb_int(&t, 2, ONYX_DTYPE_F32);
-    wb_str(&t, 8, name);
-    wb_bytes(&t, 9, data, (size_t)numel * sizeof(float));
+    th_pb_int(&t, 2, ONYX_DTYPE_F32);
+    th_pb_str(&t, 8, name);
+    th_pb_bytes(&t, 9, data, (size_t)numel * sizeof(float));
     if (extras) {
-        wb_str(&t, 12, "tensor doc");
+        th_pb_str(&t, 12, "tensor doc");
         wb_unknown(&t);
     }
-    wb_msg(g, field, &t);
+    th_pb_msg(g, field, &t);
 }
 
 /* A float tensor ValueInfoProto [d0, d1] as field `field`. */
@@ -717,19 +663,19 @@ static void wb_value_info(wb *g, unsigned field, const char *name, int64_t d0, i
 {
     wb shape = {NULL, 0, 0};
     wb dim = {NULL, 0, 0};
-    wb_int(&dim, 1, d0);
-    wb_msg(&shape, 1, &dim);
-    wb_int(&dim, 1, d1);
-    wb_msg(&shape, 1, &dim);
+    th_pb_int(&dim, 1, d0);
+    th_pb_msg(&shape, 1, &dim);
+    th_pb_int(&dim, 1, d1);
+    th_pb_msg(&shape, 1, &dim);
     wb tt = {NULL, 0, 0};
-    wb_int(&tt, 1, ONYX_DTYPE_F32);
-    wb_msg(&tt, 2, &shape);
+    th_pb_int(&tt, 1, ONYX_DTYPE_F32);
+    th_pb_msg(&tt, 2, &shape);
     wb type = {NULL, 0, 0};
-    wb_msg(&type, 1, &tt);
+    th_pb_msg(&type, 1, &tt);
     wb vi = {NULL, 0, 0};
-    wb_str(&vi, 1, name);
-    wb_msg(&vi, 2, &type);
-    wb_msg(g, field, &vi);
+    th_pb_str(&vi, 1, name);
+    th_pb_msg(&vi, 2, &type);
+    th_pb_msg(g, field, &vi);
 }
 
 /* The weights of the MatMul model. */
@@ -752,31 +698,31 @@ static wb mm_model(int64_t opset, bool extras, const char *sigmoid_name)
     wb_node(&g, "mm2", "MatMul", "r", "W2", "z", extras);
     wb_node(&g, "add", "Add", "z", "b", "s", extras);
     wb_node(&g, sigmoid_name, "Sigmoid", "s", NULL, "y", extras);
-    wb_str(&g, 2, "mm");
+    th_pb_str(&g, 2, "mm");
     wb_tensor(&g, 5, "W1", 2, d_w1, MM_W1, extras);
     wb_tensor(&g, 5, "W2", 2, d_w2, MM_W2, false);
     wb_tensor(&g, 5, "b", 1, d_b, MM_B, false);
     wb_value_info(&g, 11, "x", 2, 4);
     wb_value_info(&g, 12, "y", 2, 2);
     if (extras) {
-        wb_str(&g, 10, "graph doc");
+        th_pb_str(&g, 10, "graph doc");
         wb_unknown(&g);
     }
     wb m = {NULL, 0, 0};
-    wb_int(&m, 1, 8);
+    th_pb_int(&m, 1, 8);
     wb opset_id = {NULL, 0, 0};
-    wb_str(&opset_id, 1, "");
-    wb_int(&opset_id, 2, opset);
-    wb_msg(&m, 8, &opset_id);
-    wb_str(&m, 2, "test-producer");
-    wb_str(&m, 3, "4.5.6");
-    wb_msg(&m, 7, &g);
+    th_pb_str(&opset_id, 1, "");
+    th_pb_int(&opset_id, 2, opset);
+    th_pb_msg(&m, 8, &opset_id);
+    th_pb_str(&m, 2, "test-producer");
+    th_pb_str(&m, 3, "4.5.6");
+    th_pb_msg(&m, 7, &g);
     if (extras) {
-        wb_str(&m, 6, "model doc");
+        th_pb_str(&m, 6, "model doc");
         wb prop = {NULL, 0, 0};
-        wb_str(&prop, 1, "author");
-        wb_str(&prop, 2, "onyx tests");
-        wb_msg(&m, 14, &prop);
+        th_pb_str(&prop, 1, "author");
+        th_pb_str(&prop, 2, "onyx tests");
+        th_pb_msg(&m, 14, &prop);
         wb_unknown(&m);
     }
     return m;
@@ -1065,12 +1011,12 @@ static void test_rewrite_torch(void)
 
     /* model-level fields appended to PyTorch's bytes: a doc string, metadata, unknown fields */
     wb extra = {NULL, 0, 0};
-    wb_raw(&extra, src, n_src);
-    wb_str(&extra, 6, "trained by onyx");
+    th_pb_raw(&extra, src, n_src);
+    th_pb_str(&extra, 6, "trained by onyx");
     wb prop = {NULL, 0, 0};
-    wb_str(&prop, 1, "dataset");
-    wb_str(&prop, 2, "digits");
-    wb_msg(&extra, 14, &prop);
+    th_pb_str(&prop, 1, "dataset");
+    th_pb_str(&prop, 2, "digits");
+    th_pb_msg(&extra, 14, &prop);
     wb_unknown(&extra);
 
     float w1[32 * 64];
@@ -1250,13 +1196,13 @@ static wb nested_graph(int depth)
     if (depth > 0) {
         wb sub = nested_graph(depth - 1);
         wb attr = {NULL, 0, 0};
-        wb_str(&attr, 1, "then_branch");
-        wb_int(&attr, 20, 5);
-        wb_msg(&attr, 6, &sub);
+        th_pb_str(&attr, 1, "then_branch");
+        th_pb_int(&attr, 20, 5);
+        th_pb_msg(&attr, 6, &sub);
         wb node = {NULL, 0, 0};
-        wb_str(&node, 4, "If");
-        wb_msg(&node, 5, &attr);
-        wb_msg(&g, 1, &node);
+        th_pb_str(&node, 4, "If");
+        th_pb_msg(&node, 5, &attr);
+        th_pb_msg(&g, 1, &node);
     }
     return g;
 }
@@ -1321,13 +1267,13 @@ static void test_rewrite_errors(void)
     expect_rewrite_error(NULL, 10, &up, 1, ONYX_ERR_INVALID_ARG, "the source model is NULL");
     wb deep_graph = nested_graph(100);
     wb deep = {NULL, 0, 0};
-    wb_int(&deep, 1, 8);
-    wb_msg(&deep, 7, &deep_graph);
+    th_pb_int(&deep, 1, 8);
+    th_pb_msg(&deep, 7, &deep_graph);
     expect_rewrite_error(deep.p, deep.n, NULL, 0, ONYX_ERR_INVALID_MODEL,
                          "messages nested too deeply");
     free(deep.p);
     wb nograph = {NULL, 0, 0};
-    wb_int(&nograph, 1, 8);
+    th_pb_int(&nograph, 1, 8);
     expect_rewrite_error(nograph.p, nograph.n, NULL, 0, ONYX_ERR_INVALID_MODEL,
                          "the model has no graph");
     free(nograph.p);

@@ -9,6 +9,7 @@
  * input is refused. */
 #include "alloc_count.h"
 #include "check.h"
+#include "pb_write.h"
 #include "internal.h"
 #include "onyx.h"
 
@@ -327,62 +328,7 @@ static void test_deep_mlp(void)
 /* ---- small models written here -------------------------------------------------------------- */
 
 /* A protobuf message being written. */
-typedef struct pb {
-    unsigned char *p;
-    size_t n;
-    size_t cap;
-} pb;
-
-static void pb_raw(pb *b, const void *d, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = 2 * (b->n + n) + 64;
-        b->p = realloc(b->p, b->cap);
-        if (b->p == NULL)
-            abort();
-    }
-    memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-
-static void pb_varint(pb *b, uint64_t v)
-{
-    unsigned char c[10];
-    size_t n = 0;
-    do {
-        c[n] = (unsigned char)(v & 0x7f);
-        v >>= 7;
-        c[n] |= v ? 0x80 : 0;
-        n++;
-    } while (v);
-    pb_raw(b, c, n);
-}
-
-static void pb_int(pb *b, int field, int64_t v)
-{
-    pb_varint(b, (uint64_t)field << 3);
-    pb_varint(b, (uint64_t)v);
-}
-
-static void pb_bytes(pb *b, int field, const void *d, size_t n)
-{
-    pb_varint(b, (uint64_t)field << 3 | 2);
-    pb_varint(b, n);
-    pb_raw(b, d, n);
-}
-
-static void pb_str(pb *b, int field, const char *s)
-{
-    pb_bytes(b, field, s, strlen(s));
-}
-
-/* Appends message m as field `field` of b and frees m. */
-static void pb_msg(pb *b, int field, pb *m)
-{
-    pb_bytes(b, field, m->p, m->n);
-    free(m->p);
-    memset(m, 0, sizeof(*m));
-}
+typedef th_pb pb;
 
 /* A NodeProto: op(inputs) -> outputs ("a,b" lists; "" is an omitted input), one optional int
  * attribute. */
@@ -398,20 +344,20 @@ static void add_node(pb *g, const char *op, const char *ins, const char *outs, c
             char *c = strchr(t, ',');
             if (c)
                 *c = '\0';
-            pb_str(&n, k + 1, t);
+            th_pb_str(&n, k + 1, t);
             t = c ? c + 1 : NULL;
         }
     }
-    pb_str(&n, 3, outs);
-    pb_str(&n, 4, op);
+    th_pb_str(&n, 3, outs);
+    th_pb_str(&n, 4, op);
     if (attr != NULL) {
         pb a = {0};
-        pb_str(&a, 1, attr);
-        pb_int(&a, 3, value);
-        pb_int(&a, 20, 2); /* INT */
-        pb_msg(&n, 5, &a);
+        th_pb_str(&a, 1, attr);
+        th_pb_int(&a, 3, value);
+        th_pb_int(&a, 20, 2); /* INT */
+        th_pb_msg(&n, 5, &a);
     }
-    pb_msg(g, 1, &n);
+    th_pb_msg(g, 1, &n);
 }
 
 /* A ValueInfoProto: name, elem type, dims (-1: the symbol "N"). */
@@ -421,20 +367,20 @@ static void add_value(pb *g, int field, const char *name, int dtype, int rank, c
     for (int i = 0; i < rank; i++) {
         pb d = {0};
         if (dims[i] < 0)
-            pb_str(&d, 2, "N");
+            th_pb_str(&d, 2, "N");
         else
-            pb_int(&d, 1, dims[i]);
-        pb_msg(&shape, 1, &d);
+            th_pb_int(&d, 1, dims[i]);
+        th_pb_msg(&shape, 1, &d);
     }
     pb tt = {0};
-    pb_int(&tt, 1, dtype);
-    pb_msg(&tt, 2, &shape);
+    th_pb_int(&tt, 1, dtype);
+    th_pb_msg(&tt, 2, &shape);
     pb type = {0};
-    pb_msg(&type, 1, &tt);
+    th_pb_msg(&type, 1, &tt);
     pb vi = {0};
-    pb_str(&vi, 1, name);
-    pb_msg(&vi, 2, &type);
-    pb_msg(g, field, &vi);
+    th_pb_str(&vi, 1, name);
+    th_pb_msg(&vi, 2, &type);
+    th_pb_msg(g, field, &vi);
 }
 
 static void add_init(pb *g, const char *name, int dtype, int rank, const int64_t *dims,
@@ -442,23 +388,23 @@ static void add_init(pb *g, const char *name, int dtype, int rank, const int64_t
 {
     pb t = {0};
     for (int i = 0; i < rank; i++)
-        pb_int(&t, 1, dims[i]);
-    pb_int(&t, 2, dtype);
-    pb_str(&t, 8, name);
-    pb_bytes(&t, 9, data, nbytes);
-    pb_msg(g, 5, &t);
+        th_pb_int(&t, 1, dims[i]);
+    th_pb_int(&t, 2, dtype);
+    th_pb_str(&t, 8, name);
+    th_pb_bytes(&t, 9, data, nbytes);
+    th_pb_msg(g, 5, &t);
 }
 
 static onyx_model *finish_model(pb *g, int opset, const char *name)
 {
-    pb_str(g, 2, name);
+    th_pb_str(g, 2, name);
     pb model = {0};
-    pb_int(&model, 1, 8);
+    th_pb_int(&model, 1, 8);
     pb op = {0};
-    pb_str(&op, 1, "");
-    pb_int(&op, 2, opset);
-    pb_msg(&model, 8, &op);
-    pb_msg(&model, 7, g);
+    th_pb_str(&op, 1, "");
+    th_pb_int(&op, 2, opset);
+    th_pb_msg(&model, 8, &op);
+    th_pb_msg(&model, 7, g);
     onyx_model *m = NULL;
     onyx_error err;
     CHECK_OK(onyx_model_load_buffer(model.p, model.n, NULL, name, &m, &err), err.msg);

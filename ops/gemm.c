@@ -283,22 +283,27 @@ static void gemm_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor 
     bool ta = p->trans_a;
     bool tb = p->trans_b;
     float alpha = p->alpha;
+    /* ONYX_OPF_GRAD_FRESH: a fresh gradient is written (beta 0), else accumulated (beta 1) */
+    float beta_a = ctx->grad_fresh & 1u ? 0.0f : 1.0f;
+    float beta_b = ctx->grad_fresh & 2u ? 0.0f : 1.0f;
 
     float *da = din[0].data;
     if (da != NULL) {
         if (!ta) /* (M, K) = dY (M, N) . op(B)^T (N, K) */
-            onyx_gemm_f32(ctx->pool, false, !tb, M, K, N, alpha, dy, N, b, ldb, 1.0f, da, lda);
+            onyx_gemm_f32(ctx->pool, false, !tb, M, K, N, alpha, dy, N, b, ldb, beta_a, da, lda);
         else /* (K, M) = op(B) (K, N) . dY^T (N, M) */
-            onyx_gemm_f32(ctx->pool, tb, true, K, M, N, alpha, b, ldb, dy, N, 1.0f, da, lda);
+            onyx_gemm_f32(ctx->pool, tb, true, K, M, N, alpha, b, ldb, dy, N, beta_a, da, lda);
     }
     float *db = din[1].data;
     if (db != NULL) {
         if (!tb) /* (K, N) = op(A)^T (K, M) . dY (M, N) */
-            onyx_gemm_f32(ctx->pool, !ta, false, K, N, M, alpha, a, lda, dy, N, 1.0f, db, ldb);
+            onyx_gemm_f32(ctx->pool, !ta, false, K, N, M, alpha, a, lda, dy, N, beta_b, db, ldb);
         else /* (N, K) = dY^T (N, M) . op(A) (M, K) */
-            onyx_gemm_f32(ctx->pool, true, ta, N, K, M, alpha, dy, N, a, lda, 1.0f, db, ldb);
+            onyx_gemm_f32(ctx->pool, true, ta, N, K, M, alpha, dy, N, a, lda, beta_b, db, ldb);
     }
     float *dc = onyx_node_has_in(n, 2) ? din[2].data : NULL;
+    if (dc != NULL && (ctx->grad_fresh & 4u))
+        memset(dc, 0, onyx_nbytes(&din[2]));
     if (dc != NULL && p->beta != 0.0f) {
         int64_t cs[ONYX_MAX_RANK] = {0, 0};
         onyx_broadcast_strides(&in[2], &out[0], cs);
@@ -336,7 +341,7 @@ const onyx_op_impl onyx_impl_gemm = {
     .infer = gemm_infer,
     .forward = gemm_forward,
     .backward = gemm_backward,
-    .flags = ONYX_OPF_FUSE_RELU,
+    .flags = ONYX_OPF_FUSE_RELU | ONYX_OPF_GRAD_FRESH,
     .grad_inputs = 0x7u, /* A, B, C */
     .pack_size = gemm_pack_size,
     .pack = gemm_pack,
@@ -553,13 +558,20 @@ static void matmul_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tenso
     int64_t N = p.N;
 
     if (!p.b_batch) {
-        /* dA (rows, K) += dY (rows, N) B^T;  dB (K, N) += A^T (K, rows) dY (rows, N) */
+        /* dA (rows, K) += dY (rows, N) B^T;  dB (K, N) += A^T (K, rows) dY (rows, N); a fresh
+         * gradient (ONYX_OPF_GRAD_FRESH) is written instead: beta 0 */
+        float beta_a = ctx->grad_fresh & 1u ? 0.0f : 1.0f;
+        float beta_b = ctx->grad_fresh & 2u ? 0.0f : 1.0f;
         if (da != NULL)
-            onyx_gemm_f32(ctx->pool, false, true, p.rows, K, N, 1.0f, dy, N, b, N, 1.0f, da, K);
+            onyx_gemm_f32(ctx->pool, false, true, p.rows, K, N, 1.0f, dy, N, b, N, beta_a, da, K);
         if (db != NULL)
-            onyx_gemm_f32(ctx->pool, true, false, K, N, p.rows, 1.0f, a, K, dy, N, 1.0f, db, N);
+            onyx_gemm_f32(ctx->pool, true, false, K, N, p.rows, 1.0f, a, K, dy, N, beta_b, db, N);
         return;
     }
+    /* Batched: B (or A) may be broadcast over the batch, so accumulate into zeros. */
+    for (int j = 0; j < 2; j++)
+        if (din[j].data != NULL && (ctx->grad_fresh >> j & 1u))
+            memset(din[j].data, 0, onyx_nbytes(&din[j]));
 
     int64_t idx[ONYX_MAX_RANK] = {0};
     int64_t off_a = 0;
@@ -598,7 +610,7 @@ const onyx_op_impl onyx_impl_matmul = {
     .infer = matmul_infer,
     .forward = matmul_forward,
     .backward = matmul_backward,
-    .flags = ONYX_OPF_FUSE_RELU,
+    .flags = ONYX_OPF_FUSE_RELU | ONYX_OPF_GRAD_FRESH,
     .grad_inputs = 0x3u, /* A, B */
     .pack_size = matmul_pack_size,
     .pack = matmul_pack,

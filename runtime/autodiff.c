@@ -7,6 +7,12 @@
  * node's saved memory), onyx_grad_backward walks those nodes in reverse topological order and
  * calls impl->backward, which accumulates into the inputs' gradient buffers. Parameters' gradient
  * buffers are the trainer's flat gradient buffer; the others are grow-only session-side buffers.
+ *
+ * Nothing is zeroed up front: a buffer is "fresh" until its first writer. An op that can write a
+ * fresh gradient instead of accumulating (ONYX_OPF_GRAD_FRESH: Gemm, MatMul) gets the buffer as
+ * is with a bit in ctx->grad_fresh; any other op gets it zeroed first; a buffer nobody wrote is
+ * zeroed at the end. For an MLP that saves a memset of every weight's gradient and the GEMM's
+ * read of it each step.
  */
 #include "internal.h"
 #include "ops.h"
@@ -23,6 +29,7 @@ struct onyx_grad_plan {
     float **grad; /* per value: its gradient (param: into the trainer's flat buffer) */
     size_t *cap;  /* per value: capacity of an own buffer (0 for params) */
     bool *own;    /* per value: grad[v] is owned here */
+    bool *fresh;  /* per value, during a backward pass: grad[v] not written yet (undefined) */
     int *nodes;   /* backward nodes, in reverse topological order */
     int n_nodes;
     onyx_tensor *dout;
@@ -78,10 +85,12 @@ onyx_status onyx_grad_plan_create(onyx_session *s, int root, const bool *is_para
     p->grad = onyx_calloc(nv, sizeof(float *));
     p->cap = onyx_calloc(nv, sizeof(size_t));
     p->own = onyx_calloc(nv, sizeof(bool));
+    p->fresh = onyx_calloc(nv, sizeof(bool));
     p->nodes = onyx_calloc((size_t)m->n_nodes + 1, sizeof(int));
     p->dout = onyx_calloc((size_t)m->max_out + 1, sizeof(onyx_tensor));
     p->din = onyx_calloc((size_t)m->max_in + 1, sizeof(onyx_tensor));
-    if (!p->need || !p->grad || !p->cap || !p->own || !p->nodes || !p->dout || !p->din) {
+    if (!p->need || !p->grad || !p->cap || !p->own || !p->fresh || !p->nodes || !p->dout ||
+        !p->din) {
         st = onyx_err(err, ONYX_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -148,6 +157,7 @@ void onyx_grad_plan_destroy(onyx_grad_plan *p)
     free(p->grad);
     free(p->cap);
     free(p->own);
+    free(p->fresh);
     free(p->nodes);
     free(p->dout);
     free(p->din);
@@ -165,12 +175,13 @@ void onyx_grad_set_param_buffer(onyx_grad_plan *p, int v, float *grad)
     p->own[v] = false;
 }
 
-/* Sizes every non-parameter gradient buffer for this step's shapes and zeroes it. */
+/* Sizes every non-parameter gradient buffer for this step's shapes; marks all of them fresh. */
 static onyx_status prepare(onyx_grad_plan *p)
 {
     onyx_session *s = p->s;
     const onyx_model *m = s->m;
     for (int v = 0; v < m->n_values; v++) {
+        p->fresh[v] = p->need[v];
         if (!p->need[v] || (p->grad[v] != NULL && !p->own[v]))
             continue;
         size_t nb = onyx_nbytes(&s->vals[v]);
@@ -187,9 +198,41 @@ static onyx_status prepare(onyx_grad_plan *p)
             p->cap[v] = want;
             p->own[v] = true;
         }
-        memset(p->grad[v], 0, nb);
     }
     return ONYX_OK;
+}
+
+/* Zeroes value v's gradient if nobody wrote it yet this pass. */
+static void settle(onyx_grad_plan *p, int v)
+{
+    if (p->fresh[v]) {
+        memset(p->grad[v], 0, onyx_nbytes(&p->s->vals[v]));
+        p->fresh[v] = false;
+    }
+}
+
+/* The ctx->grad_fresh bits for node n's backward (its op writes fresh buffers, ONYX_OPF_GRAD_FRESH);
+ * every other gradient it will write is zeroed. A value the node reads twice (Gemm of x by x)
+ * gets no bit: the op would write it twice. */
+static uint32_t fresh_bits(onyx_grad_plan *p, const onyx_node *n)
+{
+    uint32_t bits = 0;
+    for (int j = 0; j < n->n_in; j++) {
+        if (p->din[j].data == NULL)
+            continue;
+        int v = n->in[j];
+        bool once = (n->impl->flags & ONYX_OPF_GRAD_FRESH) && j < 32;
+        for (int i = 0; i < n->n_in && once; i++)
+            once = i == j || n->in[i] != v || p->din[i].data == NULL;
+        if (once && p->fresh[v])
+            bits |= 1u << j;
+        else
+            settle(p, v);
+    }
+    for (int j = 0; j < n->n_in; j++)
+        if (p->din[j].data != NULL)
+            p->fresh[n->in[j]] = false;
+    return bits;
 }
 
 onyx_status onyx_grad_backward(onyx_grad_plan *p, const float *droot)
@@ -199,10 +242,8 @@ onyx_status onyx_grad_backward(onyx_grad_plan *p, const float *droot)
     onyx_status st = prepare(p);
     if (st != ONYX_OK)
         return st;
-    int64_t nr = onyx_numel(&s->vals[p->root]);
-    float *gr = p->grad[p->root];
-    for (int64_t k = 0; k < nr; k++)
-        gr[k] += droot[k];
+    memcpy(p->grad[p->root], droot, onyx_nbytes(&s->vals[p->root]));
+    p->fresh[p->root] = false;
     for (int k = 0; k < p->n_nodes; k++) {
         int i = p->nodes[k];
         const onyx_node *n = &m->nodes[i];
@@ -225,8 +266,14 @@ onyx_status onyx_grad_backward(onyx_grad_plan *p, const float *droot)
             }
             p->dout[j] = s->out[j];
             p->dout[j].data = n->out[j] >= 0 && p->need[n->out[j]] ? p->grad[n->out[j]] : NULL;
+            if (p->dout[j].data != NULL)
+                settle(p, n->out[j]); /* no gradient reached it: zero */
         }
-        onyx_kctx ctx = {.mode = s->mode, .rng = &s->rng, .saved = s->saved[i], .pool = s->pool};
+        onyx_kctx ctx = {.mode = s->mode,
+                         .rng = &s->rng,
+                         .saved = s->saved[i],
+                         .pool = s->pool,
+                         .grad_fresh = fresh_bits(p, n)};
         if (n->impl->scratch_size) {
             size_t need = n->impl->scratch_size(n, s->in, s->out);
             if (need > s->scratch_cap) {
@@ -242,6 +289,9 @@ onyx_status onyx_grad_backward(onyx_grad_plan *p, const float *droot)
         }
         n->impl->backward(n, &ctx, s->in, s->out, p->dout, p->din);
     }
+    for (int v = 0; v < m->n_values; v++)
+        if (p->need[v])
+            settle(p, v); /* a parameter no gradient reached holds zeros */
     return ONYX_OK;
 }
 

@@ -213,6 +213,10 @@ typedef struct onyx_kctx {
     onyx_error *err;
     /* The session's thread pool for GEMMs and large loops (NULL: this thread only). */
     struct onyx_pool *pool;
+    /* Backward only, for ops with ONYX_OPF_GRAD_FRESH: bit i set = din[i] holds no gradient yet
+     * (its contents are undefined), so backward must write it rather than accumulate, as if it
+     * were zero: the trainer then never zeroes the gradient buffers of the weights. */
+    uint32_t grad_fresh;
     /* Inference runs only (NULL otherwise): the node's constant input that impl->pack_size
      * accepted, packed once by impl->pack into session memory. forward uses it instead of that
      * input's data when it is not NULL (the input's tensor is still passed, shape and data). */
@@ -237,6 +241,8 @@ enum {
     ONYX_OPF_GRAPH = 1u << 3,
     /* A custom op (runtime/plugin.c): never constant-folded, whatever its inputs. */
     ONYX_OPF_CUSTOM = 1u << 4,
+    /* backward honours ctx->grad_fresh (writes fresh gradients instead of accumulating). */
+    ONYX_OPF_GRAD_FRESH = 1u << 6,
     /* forward can apply a following Relu itself (onyx_kctx.fuse) for float32 outputs. */
     ONYX_OPF_FUSE_RELU = 1u << 5,
 };
@@ -262,7 +268,8 @@ enum {
  *            tensors (still intact), dout[j] the gradient of the loss w.r.t. output j (same
  *            shape as out[j]; data NULL when no gradient flows into that output: treat as zero),
  *            din[i] the gradient w.r.t. input i (same shape as in[i]), to ACCUMULATE into (+=):
- *            the caller zeroes it. din[i].data is NULL when input i needs no gradient. Gradients
+ *            the caller zeroes it (or, for ops with ONYX_OPF_GRAD_FRESH, sets bit i of
+ *            ctx->grad_fresh instead, and backward writes din[i] as if it held zeros). din[i].data is NULL when input i needs no gradient. Gradients
  *            are float32 (training refuses other parameter types). Cannot fail. NULL when the op
  *            has no gradient: a graph that needs one is refused when training starts.
  *  grad_inputs: bit i set = input i is differentiable (gets a gradient when it needs one). Inputs
@@ -622,13 +629,14 @@ typedef struct onyx_optim_config {
 } onyx_optim_config;
 
 /* One update of n parameters p from gradients grad; m (SGD momentum buffer or Adam's first
- * moment) and v (Adam's second moment; unused by SGD) have p's layout. step counts from 1. */
-void onyx_optim_update(const onyx_optim_config *c, float lr, int64_t step, float *p,
-                       const float *grad, float *m, float *v, size_t n);
+ * moment) and v (Adam's second moment; unused by SGD) have p's layout. step counts from 1.
+ * Runs on pool (NULL: this thread); the same results for any thread count. */
+void onyx_optim_update(struct onyx_pool *pool, const onyx_optim_config *c, float lr, int64_t step,
+                       float *p, const float *grad, float *m, float *v, size_t n);
 /* Learning rate of the update after `step` completed updates (schedule, then warm-up). */
 float onyx_schedule_lr(const onyx_optim_config *c, int64_t step);
-/* Euclidean norm of n floats, accumulated in double in a fixed order. */
-double onyx_grad_norm(const float *g, size_t n);
+/* Euclidean norm of n floats, accumulated in double in a fixed order (whatever pool's size). */
+double onyx_grad_norm(struct onyx_pool *pool, const float *g, size_t n);
 
 /* ---- tensor files (runtime/model.c) ------------------------------------------------------ */
 

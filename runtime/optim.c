@@ -6,6 +6,7 @@
  * (torch.optim.SGD, Adam, AdamW, lr_scheduler.StepLR/CosineAnnealingLR) so that results carry over.
  */
 #include "internal.h"
+#include "pool.h"
 
 #include <math.h>
 
@@ -13,18 +14,22 @@
  *   g = grad + wd * p
  *   buf = g (first step) or momentum * buf + g
  *   g = g + momentum * buf (Nesterov) or buf
- *   p -= lr * g                                                                  */
+ *   p -= lr * g
+ * Without momentum (the common fine-tuning case) one plain loop the compiler vectorises. */
 static void sgd(const onyx_optim_config *c, float lr, int64_t step, float *restrict p,
                 const float *restrict grad, float *restrict buf, size_t n)
 {
     const float wd = c->weight_decay;
     const float mu = c->momentum;
+    if (mu == 0.0f) {
+        for (size_t i = 0; i < n; i++)
+            p[i] -= lr * (grad[i] + wd * p[i]);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         float g = grad[i] + wd * p[i];
-        if (mu != 0.0f) {
-            buf[i] = step == 1 ? g : mu * buf[i] + g;
-            g = c->nesterov ? g + mu * buf[i] : buf[i];
-        }
+        buf[i] = step == 1 ? g : mu * buf[i] + g;
+        g = c->nesterov ? g + mu * buf[i] : buf[i];
         p[i] -= lr * g;
     }
 }
@@ -58,13 +63,94 @@ static void adam(const onyx_optim_config *c, float lr, int64_t step, float *rest
     }
 }
 
-void onyx_optim_update(const onyx_optim_config *c, float lr, int64_t step, float *p,
-                       const float *grad, float *m, float *v, size_t n)
+/*
+ * The passes over the flat buffers run on the trainer's pool in chunks of CHUNK floats (64-byte
+ * aligned, as the buffers). Each element's arithmetic does not depend on the chunk it is in, and
+ * the norm adds per-chunk partial sums in chunk order, so results are the same for any thread
+ * count (exact resume on another machine).
+ */
+#define CHUNK ((size_t)1 << 15)
+
+typedef struct pass_job {
+    const onyx_optim_config *c;
+    float lr;
+    int64_t step;
+    float *p;
+    const float *grad;
+    float *m, *v;
+    size_t n;
+    size_t chunk;   /* floats per task */
+    double *partial; /* the norm: one sum of squares per task */
+} pass_job;
+
+static size_t chunk_len(const pass_job *j, int64_t task, size_t *lo)
 {
-    if (c->kind == ONYX_OPTIMIZER_SGD)
-        sgd(c, lr, step, p, grad, m, n);
+    *lo = (size_t)task * j->chunk;
+    return j->n - *lo < j->chunk ? j->n - *lo : j->chunk;
+}
+
+static void update_task(void *ctx, int64_t task)
+{
+    const pass_job *j = ctx;
+    size_t lo;
+    size_t len = chunk_len(j, task, &lo);
+    if (j->c->kind == ONYX_OPTIMIZER_SGD)
+        sgd(j->c, j->lr, j->step, j->p + lo, j->grad + lo, j->m + lo, len);
     else
-        adam(c, lr, step, p, grad, m, v, n);
+        adam(j->c, j->lr, j->step, j->p + lo, j->grad + lo, j->m + lo, j->v + lo, len);
+}
+
+void onyx_optim_update(onyx_pool *pool, const onyx_optim_config *c, float lr, int64_t step,
+                       float *p, const float *grad, float *m, float *v, size_t n)
+{
+    pass_job j = {.c = c, .lr = lr, .step = step, .p = p, .grad = grad, .m = m, .v = v, .n = n,
+                  .chunk = CHUNK};
+    if (n > 0)
+        onyx_pool_run(pool, (int64_t)((n + CHUNK - 1) / CHUNK), update_task, &j);
+}
+
+/* Sum of squares in double, 16 running sums (the loop vectorises; a single chain of dependent
+ * additions would cost a latency per float), added up in a fixed order. */
+static double sum_squares(const float *restrict g, size_t n)
+{
+    double acc[16] = {0};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++)
+            acc[k] += (double)g[i + k] * g[i + k];
+    for (int k = 0; i < n; i++, k++)
+        acc[k] += (double)g[i] * g[i];
+    double s = 0.0;
+    for (int k = 0; k < 16; k++)
+        s += acc[k];
+    return s;
+}
+
+static void norm_task(void *ctx, int64_t task)
+{
+    const pass_job *j = ctx;
+    size_t lo;
+    size_t len = chunk_len(j, task, &lo);
+    j->partial[task] = sum_squares(j->grad + lo, len);
+}
+
+/* Chunks of the norm: at most this many (their partial sums live on the stack). */
+enum { NORM_MAX_CHUNKS = 1024 };
+
+double onyx_grad_norm(onyx_pool *pool, const float *g, size_t n)
+{
+    double partial[NORM_MAX_CHUNKS];
+    /* CHUNK floats per chunk, more for huge buffers: the chunking depends on n only */
+    size_t chunk = CHUNK;
+    while ((n + chunk - 1) / chunk > NORM_MAX_CHUNKS)
+        chunk *= 2;
+    pass_job j = {.grad = g, .n = n, .chunk = chunk, .partial = partial};
+    int64_t tasks = (int64_t)((n + chunk - 1) / chunk);
+    onyx_pool_run(pool, tasks, norm_task, &j);
+    double sum = 0.0;
+    for (int64_t k = 0; k < tasks; k++)
+        sum += partial[k];
+    return sqrt(sum);
 }
 
 float onyx_schedule_lr(const onyx_optim_config *c, int64_t step)
@@ -88,11 +174,3 @@ float onyx_schedule_lr(const onyx_optim_config *c, int64_t step)
     return (float)lr;
 }
 
-double onyx_grad_norm(const float *g, size_t n)
-{
-    /* double accumulation in a fixed order: the same value whatever the thread count */
-    double sum = 0.0;
-    for (size_t i = 0; i < n; i++)
-        sum += (double)g[i] * g[i];
-    return sqrt(sum);
-}

@@ -782,7 +782,8 @@ static onyx_status gradients(onyx_trainer *t, const onyx_tensor *x, const onyx_t
     st = loss_backward(t, y);
     if (st != ONYX_OK)
         return st;
-    memset(t->grads, 0, t->n_floats * sizeof(float));
+    /* The backward pass writes every parameter's gradient (see runtime/autodiff.c); the padding
+     * between parameters stays as zeroed at creation. */
     st = onyx_grad_backward(t->plan, t->droot);
     if (st != ONYX_OK)
         return tfail(t, st, "%s", onyx_session_errmsg(t->s));
@@ -826,7 +827,7 @@ onyx_status onyx_trainer_step(onyx_trainer *t, const onyx_tensor *x, const onyx_
     if (st != ONYX_OK)
         return st;
     int64_t next = t->step + 1;
-    double norm = onyx_grad_norm(t->grads, t->n_floats);
+    double norm = onyx_grad_norm(t->s->pool, t->grads, t->n_floats);
     if (!isfinite(norm)) {
         for (int p = 0; p < t->n_params; p++) {
             int64_t k;
@@ -846,7 +847,8 @@ onyx_status onyx_trainer_step(onyx_trainer *t, const onyx_tensor *x, const onyx_
     update_states(t);
     float lr = onyx_schedule_lr(&t->oc, t->step);
     t->step = next;
-    onyx_optim_update(&t->oc, lr, t->step, t->params, t->grads, t->m1, t->m2, t->n_floats);
+    onyx_optim_update(t->s->pool, &t->oc, lr, t->step, t->params, t->grads, t->m1, t->m2,
+                      t->n_floats);
     t->last_loss = t->loss.value;
     if (loss)
         *loss = t->loss.value;

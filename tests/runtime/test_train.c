@@ -63,6 +63,32 @@ static void grad_check(const char *name, onyx_loss loss, int64_t n_in, int64_t n
         onyx_trainer_destroy(t);
         return;
     }
+    /* Gradients are written afresh each call, never added to the previous call's. */
+    size_t np = onyx_trainer_param_count(t);
+    size_t total = 0;
+    for (size_t k = 0; k < np; k++) {
+        int64_t numel;
+        onyx_trainer_param_name(t, k, &numel);
+        total += (size_t)numel;
+    }
+    float *first = malloc(sizeof(float) * (total + 1));
+    for (size_t k = 0, off = 0; k < np; k++) {
+        int64_t numel;
+        onyx_trainer_param_name(t, k, &numel);
+        memcpy(first + off, onyx_trainer_grad_ptr(t, k), sizeof(float) * (size_t)numel);
+        off += (size_t)numel;
+    }
+    float l1;
+    CHECK_OK(onyx_trainer_gradients(t, &xt, &yt, ONYX_MODE_TRAIN, &l1), onyx_trainer_errmsg(t));
+    size_t same = 0;
+    for (size_t k = 0, off = 0; k < np; k++) {
+        int64_t numel;
+        onyx_trainer_param_name(t, k, &numel);
+        same += memcmp(first + off, onyx_trainer_grad_ptr(t, k), sizeof(float) * (size_t)numel) == 0;
+        off += (size_t)numel;
+    }
+    CHECK(same == np);
+    free(first);
     int checked = 0;
     int bad = 0;
     for (size_t k = 0; k < onyx_trainer_param_count(t); k++) {
@@ -353,6 +379,7 @@ int main(void)
     grad_check("mlp_bn", ONYX_LOSS_CE, 6, 4);
     grad_check("mixed", ONYX_LOSS_CE, 6, 3);
     grad_check("regress", ONYX_LOSS_MSE, 5, 2);
+    grad_check("tied", ONYX_LOSS_CE, 6, 3);
     train_toy();
     resume_exact();
     return check_report();

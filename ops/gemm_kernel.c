@@ -287,34 +287,60 @@ AVX512_TARGET static ALWAYS_INLINE __mmask16 mask16(int64_t n)
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
 }
 
+/* r[i][j] -> r[j][i] for a 16 x 16 block of floats in registers: 64 shuffles (verified
+ * exhaustively by tests/ops/test_gemm_kernel.c through the packing below). */
+AVX512_TARGET static ALWAYS_INLINE void transpose16_avx512(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) { /* pairs of rows interleaved */
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) { /* groups of 4 rows: one column per vector and lane */
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; i++) { /* 128-bit lanes across groups */
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+    }
+}
+
 /*
- * Strided packing (see pack_fn) with gathers: one vgatherdps collects element k of 16 rows, so a
- * 14-row panel of A or a 32-column panel of B^T costs one or two gathers per k instead of 14-32
- * scattered scalar stores. Rows past `rows` come out zero (masked-off lanes keep the zero
- * source). Falls back to plain C when 15 * stride does not fit the 32-bit gather index.
+ * Strided packing (see pack_fn) by 16 x 16 blocks: 16 rows of 16 consecutive floats each (full
+ * cache lines, read front to back), transposed in registers, stored as 16 rows of the panel.
+ * A 14-row panel of A is one block row, a 32-column panel of B^T two. Rows past `rows` come out
+ * zero. About 3x faster than gathering one element of 16 rows per instruction, which mattered
+ * for training, where the weights change every step and X W^T packs W^T each time.
  */
 AVX512_TARGET static void pack_strided_avx512(const float *src, int64_t stride, int64_t rows,
                                               int64_t kc, int64_t width, float *restrict dst)
 {
-    if (stride > INT32_MAX / 16 || width > 32) {
+    if (width > 32) {
         pack_strided_c(src, stride, rows, kc, width, dst);
         return;
     }
-    __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-                                                       13, 14, 15),
-                                     _mm512_set1_epi32((int)stride));
-    __mmask16 g0 = mask16(rows);
-    __mmask16 g1 = mask16(rows - 16);
-    __mmask16 s0 = mask16(width);
-    __mmask16 s1 = mask16(width - 16);
-    const float *src1 = rows > 16 ? src + 16 * stride : src; /* only read when rows > 16 */
-    __m512 zero = _mm512_setzero_ps();
-    for (int64_t k = 0; k < kc; k++) {
-        __m512 v0 = _mm512_mask_i32gather_ps(zero, g0, idx, src + k, 4);
-        _mm512_mask_storeu_ps(dst + k * width, s0, v0);
-        if (width > 16) {
-            __m512 v1 = g1 ? _mm512_mask_i32gather_ps(zero, g1, idx, src1 + k, 4) : zero;
-            _mm512_mask_storeu_ps(dst + k * width + 16, s1, v1);
+    for (int64_t g = 0; g < width; g += 16) {
+        int64_t live = rows - g < 0 ? 0 : rows - g; /* rows of this block read from src */
+        __mmask16 out = mask16(width - g);
+        for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+            __mmask16 in = mask16(kc - k0);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < live ? _mm512_maskz_loadu_ps(in, src + (g + i) * stride + k0)
+                                : _mm512_setzero_ps();
+            transpose16_avx512(r);
+            int64_t nk = min64(16, kc - k0);
+            for (int64_t k = 0; k < nk; k++)
+                _mm512_mask_storeu_ps(dst + (k0 + k) * width + g, out, r[k]);
         }
     }
 }

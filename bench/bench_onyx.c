@@ -11,8 +11,7 @@
  * Inputs are random in [-1, 1); training targets are random classes.
  *
  * The trainer is built in only with -DBENCH_TRAIN (bench/run.sh tries that first and falls back
- * when the library does not provide it). The trainer takes no thread count yet: its numbers are
- * for the library's default, and the THREADS column says 0.
+ * when the library does not provide it); it runs on onyx_train_options.threads threads.
  */
 #include "onyx.h"
 
@@ -126,11 +125,12 @@ static int bench_infer(const onyx_model *model, const char *name, int threads, i
 }
 
 #ifdef BENCH_TRAIN
-static int bench_train(const char *path, const char *name, int batch, int64_t width,
+static int bench_train(const char *path, const char *name, int threads, int batch, int64_t width,
                        int64_t classes, double budget, double *times)
 {
     onyx_train_options opt;
     onyx_train_options_init(&opt);
+    opt.threads = threads;
     opt.loss = ONYX_LOSS_CE;
     opt.optimizer = ONYX_OPTIMIZER_SGD;
     opt.lr = 0.01f;
@@ -177,7 +177,7 @@ static int bench_train(const char *path, const char *name, int batch, int64_t wi
             break;
     }
     if (rc == 0)
-        report(name, "train", batch, 0, times, n);
+        report(name, "train", batch, threads, times, n);
     free(x);
     free(y);
     onyx_trainer_destroy(t);
@@ -240,7 +240,9 @@ int main(int argc, char **argv)
                 rc = bench_infer(model, name, threads[t], batches[b], in.dims[1], budget, times);
         } else {
 #ifdef BENCH_TRAIN
-            rc = bench_train(path, name, batches[b], in.dims[1], out.dims[1], budget, times);
+            for (int t = 0; t < n_threads && rc == 0; t++)
+                rc = bench_train(path, name, threads[t], batches[b], in.dims[1], out.dims[1],
+                                 budget, times);
 #else
             fprintf(stderr, "bench_onyx: built without the trainer (BENCH_TRAIN)\n");
             rc = 1;

@@ -95,7 +95,7 @@ run_round() {
         if [ -z "${SKIP_TRAIN:-}" ]; then
             if [ -z "$train_note" ]; then
                 "$BENCH_DIR/bench_onyx" "$BENCH_DIR/mlp_$name.onnx" --name $name --batch 64 \
-                    --time "$BENCH_TIME" --train >>"$results" ||
+                    --threads "$THREADS" --time "$BENCH_TIME" --train >>"$results" ||
                     echo "onyx training failed on mlp_$name (see above)" >&2
             fi
             $PY bench/torch_bench.py --name $name --layers $layers --batch 64 \
@@ -113,7 +113,7 @@ echo "== MLPs: median latency in ms (median over $ROUNDS rounds); ratio = refere
     "above 1 means onyx is faster"
 echo "   small = 784-512-256-10, big = 1024-4096-4096-1024, relu, float32; command: bench/run.sh"
 [ -n "$train_note" ] && echo "   $train_note"
-$PY - "$results" "$(nproc)" <<'EOF'
+$PY - "$results" <<'EOF'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -122,19 +122,14 @@ for line in open(sys.argv[1]):
         continue
     tool, name, mode, batch, threads, med = f[1], f[2], f[3], int(f[4]), int(f[5]), float(f[6])
     rows.setdefault((name, mode, batch, threads, tool), []).append(med)
-ncpu = int(sys.argv[2])
 def get(name, mode, batch, threads, tool):
     v = rows.get((name, mode, batch, threads, tool))
-    if v is None and tool == "onyx" and mode == "train" and threads == ncpu:
-        v = rows.get((name, mode, batch, 0, tool))  # trainer: the library's default threads
     return statistics.median(v) if v else None
 keys = sorted({k[:4] for k in rows}, key=lambda k: (k[0] != "small", k[1], k[3], k[2]))
 fmt = "{:<6} {:<6} {:>5} {:>7} {:>10} {:>10} {:>10} {:>9} {:>10}"
 print(fmt.format("model", "mode", "batch", "threads", "onyx", "ORT", "PyTorch", "ORT/onyx",
                  "torch/onyx"))
 for name, mode, batch, threads in keys:
-    if threads == 0:
-        continue
     o, r, t = (get(name, mode, batch, threads, x) for x in ("onyx", "ort", "torch"))
     cell = lambda v: "-" if v is None else f"{v:.3f}"
     ratio = lambda v: "-" if v is None or o is None else f"{v / o:.2f}"

@@ -5,14 +5,33 @@ cross-entropy loss, backward, SGD step) on 1 and 2 threads.
 usage: python3 torch_bench.py --name NAME --layers 784,512,256,10 --batch 1,64,256
                               --threads 1,2 [--time S] [--train]
 
-For every (threads, batch) pair: torch.set_num_threads(threads), 3 warm-up runs, then runs until
-S seconds have passed (at least 5, at most 10000). One line per pair, as bench_onyx prints:
+For every (threads, batch) pair: torch.set_num_threads(threads) and the same count for the BLAS
+(Debian's torch calls the pthreads OpenBLAS, whose own thread pool torch.set_num_threads does not
+size: without openblas_set_num_threads the "1 thread" GEMMs ran on every core), 3 warm-up runs,
+then runs until S seconds have passed (at least 5, at most 10000). One line per pair, as
+bench_onyx prints:
     RESULT torch NAME infer|train BATCH THREADS MEDIAN_MS P90_MS ITERS
 """
 import argparse
+import ctypes
+import sys
 import time
 
 import torch
+
+
+def blas_threads_setter():
+    """openblas_set_num_threads of the BLAS torch has loaded (dlopen of a loaded soname returns
+    that same library), or None with a note when there is none."""
+    for name in ("libblas.so.3", "libopenblas.so.0"):
+        try:
+            fn = ctypes.CDLL(name).openblas_set_num_threads
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes = [ctypes.c_int]
+        return fn
+    print("torch_bench: no OpenBLAS found: the BLAS thread count is not set", file=sys.stderr)
+    return None
 
 
 def ints(s):
@@ -62,9 +81,12 @@ def main():
     a = p.parse_args()
     torch.manual_seed(0)
     model = mlp(a.layers)
+    set_blas_threads = blas_threads_setter()
     for batch in a.batch:
         for threads in a.threads:
             torch.set_num_threads(threads)
+            if set_blas_threads:
+                set_blas_threads(threads)
             x = torch.rand(batch, a.layers[0]) * 2 - 1
             if a.train:
                 model.train()

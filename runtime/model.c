@@ -1,29 +1,198 @@
 /*
  * model.c — ModelProto (protobuf-c) -> onyx IR. The only file that reads protobuf types.
  *
- * Order of work in onyx_model_load_buffer:
+ * Order of work in onyx_model_load_buffer (onyx_model_load maps the file and does the same):
  *  1. refuse what protobuf-c cannot parse safely: files over 2 GiB, messages nested deeper than
  *     ONYX_MAX_NESTING (protobuf-c 1.4 has no recursion limit), malformed wire format;
- *  2. unpack; translate opsets, graph inputs/outputs and initializers (raw, typed or external
- *     data) into values, and nodes into IR nodes, inlining model-local functions;
+ *     find the initializers' raw_data and unpack a copy of the bytes without it (1b);
+ *  2. translate opsets, graph inputs/outputs and initializers (raw, typed or external data) into
+ *     values, raw_data going straight from the model's bytes into the weights' arena, and nodes
+ *     into IR nodes, inlining model-local functions;
  *  3. free the protobuf message, then hand the IR to graph.c to validate, sort and infer shapes.
  */
-#define _XOPEN_SOURCE 700 /* realpath */
+#define _XOPEN_SOURCE 700 /* realpath, pread */
 #include "internal.h"
 #include "onnx.pb-c.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 onyx_status onyx_graph_prepare(onyx_model *m, const onyx_load_options *opt,
                                onyx_error *err); /* graph.c */
 void onyx_graph_free(onyx_model *m);                             /* graph.c */
 
 /* ---- 1. wire-format pre-scan: onyx_pb_wire_check (model_write.c, shared with the writer) ---- */
+
+/* ---- 1b. initializers' raw_data, kept away from protobuf-c ------------------------------------
+ *
+ * protobuf-c copies every bytes field it unpacks, so the weights would be copied by unpack and
+ * then again into the arena, each copy into fresh pages (issue #4: loading took 4x the time of
+ * reading the file). Instead, before unpacking, the loader walks the wire bytes along
+ * ModelProto.graph (field 7) -> GraphProto.initializer (5) -> TensorProto.raw_data (9), records
+ * where each initializer's raw_data lies in the model's bytes, and unpacks a copy of the bytes
+ * in which each of those raw_data fields is still there but empty. build_graph then copies each
+ * initializer's bytes from the model's bytes (or reads them from the model file) straight into
+ * the arena: the weights are copied once.
+ *
+ * protobuf-c must read the copy as the same message but for the emptied raw_data. Every other
+ * field is copied as it is. The lengths of the graph and initializer fields, which shrink, are
+ * written in as many bytes as in the original (a varint may be padded with 0x80 bytes), so the
+ * copy is never longer than the original and nothing moves. Only fields that protobuf-c reads
+ * (key and length in at most 5 bytes) are followed: the others stay as they are for protobuf-c
+ * to refuse. Initializers are walked field by field, which the wire pre-scan does not do, so
+ * malformed wire format inside one is refused here with the same message as the pre-scan's. */
+
+/* Where one initializer's raw_data is in the model's bytes. Given twice, the last one counts:
+ * protobuf keeps the last value of a non-repeated field, as protobuf-c does. */
+typedef struct raw_slice {
+    size_t off;
+    size_t len;
+    bool present; /* the initializer has a raw_data field */
+} raw_slice;
+
+typedef struct raw_scan {
+    const uint8_t *base; /* the model's bytes: slices are offsets into them */
+    raw_slice *slices;   /* one per initializer, in the order of GraphProto.initializer (a graph
+                          * field given twice is merged: the second one's initializers follow) */
+    size_t n_slices;
+    size_t cap_slices;
+    size_t saved;   /* raw_data bytes that the stripped copy leaves out */
+    size_t fail_at; /* malformed wire format: where and why */
+    const char *why;
+    bool nomem;
+} raw_scan;
+
+enum { LEVEL_MODEL, LEVEL_GRAPH, LEVEL_TENSOR };
+static const uint64_t follow_field[] = {7, 5, 9}; /* graph, initializer, raw_data */
+
+/* protobuf-c reads keys and lengths of at most this many bytes. */
+#define PBC_MAX_VARINT 5
+
+static bool scan_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*pos >= len)
+            return false;
+        uint8_t b = p[(*pos)++];
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Writes v as a varint of exactly `width` bytes (v < 2^(7 width)). */
+static void put_varint_width(uint8_t *out, uint64_t v, size_t width)
+{
+    for (size_t i = 0; i + 1 < width; i++, v >>= 7)
+        out[i] = (uint8_t)(0x80 | (v & 0x7f));
+    out[width - 1] = (uint8_t)v;
+}
+
+static size_t walk_fail(raw_scan *s, const uint8_t *at, const char *why)
+{
+    s->fail_at = (size_t)(at - s->base);
+    s->why = why;
+    return SIZE_MAX;
+}
+
+/* Walks the message p[0, len) found at `level` of the path to raw_data. With out NULL, records
+ * the slices; else writes the stripped message to out. Returns the size of the stripped message,
+ * or SIZE_MAX (malformed wire format: s->why, s->fail_at; or s->nomem). */
+static size_t strip_walk(raw_scan *s, int level, const uint8_t *p, size_t len, uint8_t *out)
+{
+    size_t pos = 0;
+    size_t n = 0;
+    while (pos < len) {
+        size_t start = pos;
+        uint64_t key;
+        uint64_t v = 0;
+        if (!scan_varint(p, len, &pos, &key) || (key >> 3) == 0)
+            return walk_fail(s, p + start, "malformed field key");
+        size_t key_len = pos - start;
+        switch (key & 7) {
+        case 0:
+            if (!scan_varint(p, len, &pos, &v))
+                return walk_fail(s, p + start, "truncated varint");
+            break;
+        case 1:
+        case 5:
+            v = (key & 7) == 1 ? 8 : 4;
+            if (len - pos < v)
+                return walk_fail(s, p + start, "truncated fixed-size field");
+            pos += (size_t)v;
+            break;
+        case 2:
+            if (!scan_varint(p, len, &pos, &v) || v > len - pos)
+                return walk_fail(s, p + start, "length-delimited field runs past the end");
+            break;
+        default: return walk_fail(s, p + start, "unsupported wire type (groups or garbage)");
+        }
+        size_t prefix_len = pos - start - key_len; /* of a length-delimited field */
+        bool follow = (key & 7) == 2 && (key >> 3) == follow_field[level] &&
+                      key_len <= PBC_MAX_VARINT && prefix_len <= PBC_MAX_VARINT;
+        if (!follow) {
+            if ((key & 7) == 2)
+                pos += (size_t)v;
+            if (out)
+                memcpy(out + n, p + start, pos - start);
+            n += pos - start;
+            continue;
+        }
+        if (out)
+            memcpy(out + n, p + start, key_len);
+        n += key_len;
+        if (level == LEVEL_TENSOR) { /* raw_data: kept, but empty */
+            if (out == NULL) {
+                raw_slice *sl = &s->slices[s->n_slices - 1];
+                sl->off = (size_t)(p + pos - s->base);
+                sl->len = (size_t)v;
+                sl->present = true;
+                s->saved += (size_t)v;
+            } else {
+                out[n] = 0;
+            }
+            n += 1;
+        } else {
+            if (level == LEVEL_GRAPH && out == NULL) { /* a new initializer */
+                if (s->n_slices == s->cap_slices) {
+                    size_t cap = s->cap_slices ? 2 * s->cap_slices : 16;
+                    raw_slice *ns = cap <= SIZE_MAX / sizeof(raw_slice)
+                                        ? realloc(s->slices, cap * sizeof(raw_slice))
+                                        : NULL;
+                    if (ns == NULL) {
+                        s->nomem = true;
+                        return SIZE_MAX;
+                    }
+                    s->slices = ns;
+                    s->cap_slices = cap;
+                }
+                memset(&s->slices[s->n_slices++], 0, sizeof(raw_slice));
+            }
+            size_t sub =
+                strip_walk(s, level + 1, p + pos, (size_t)v, out ? out + n + prefix_len : NULL);
+            if (sub == SIZE_MAX)
+                return SIZE_MAX;
+            if (out)
+                put_varint_width(out + n, sub, prefix_len); /* sub <= v: fits */
+            n += prefix_len + sub;
+        }
+        pos += (size_t)v;
+    }
+    return n;
+}
 
 /* ---- 2. tensors ----------------------------------------------------------------------------- */
 
@@ -78,9 +247,49 @@ static onyx_status tensor_header(const loader *ld, const Onnx__TensorProto *tp, 
     return ONYX_OK;
 }
 
-/* Copies the data of tp (header already checked, nbytes its size) into dst. */
+/* A tensor's raw_data: bytes in memory (mem), or bytes of the model file (fd) at offset off. */
+typedef struct raw_ref {
+    bool present; /* the tensor has a raw_data field */
+    size_t len;
+    const uint8_t *mem;
+    int fd; /* -1: the bytes are at mem */
+    size_t off;
+} raw_ref;
+
+/* The raw_data that protobuf-c unpacked into tp (tensors other than initializers). */
+static raw_ref proto_raw(const Onnx__TensorProto *tp)
+{
+    raw_ref r = {tp->has_raw_data != 0, tp->raw_data.len, tp->raw_data.data, -1, 0};
+    return r;
+}
+
+/* Copies r's bytes to dst; false (errno set, 0 when the file ended early) when a read fails. */
+static bool copy_raw(const raw_ref *r, void *dst)
+{
+    if (r->fd < 0) {
+        if (r->len)
+            memcpy(dst, r->mem, r->len);
+        return true;
+    }
+    size_t done = 0;
+    while (done < r->len) {
+        ssize_t k = pread(r->fd, (char *)dst + done, r->len - done, (off_t)(r->off + done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            if (k == 0)
+                errno = 0;
+            return false;
+        }
+        done += (size_t)k;
+    }
+    return true;
+}
+
+/* Copies the data of tp (header already checked, nbytes its size) into dst; its raw_data, if
+ * any, is at raw. */
 static onyx_status tensor_data(const loader *ld, const Onnx__TensorProto *tp, const onyx_tensor *t,
-                               void *dst, size_t nbytes)
+                               void *dst, size_t nbytes, const raw_ref *raw)
 {
     const char *tname = tp->name ? tp->name : "";
     int64_t numel = onyx_numel(t);
@@ -89,15 +298,19 @@ static onyx_status tensor_data(const loader *ld, const Onnx__TensorProto *tp, co
 
     if (tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
         return onyx_tensor_proto_read_external(ld->name, ld->base_dir, tp, dst, nbytes, ld->err);
-    if (tp->has_raw_data) {
-        if (tp->raw_data.len != nbytes)
+    if (raw->present) {
+        if (raw->len != nbytes)
             return onyx_err(ld->err, ONYX_ERR_INVALID_MODEL,
                             "%s: tensor \"%s\" has %zu bytes of raw_data, expected %zu (%lld "
                             "elements of %s)",
-                            ld->name, tname, tp->raw_data.len, nbytes, (long long)numel,
+                            ld->name, tname, raw->len, nbytes, (long long)numel,
                             onyx_dtype_name(t->dtype));
-        if (nbytes)
-            memcpy(dst, tp->raw_data.data, nbytes);
+        if (!copy_raw(raw, dst))
+            return onyx_err(ld->err, ONYX_ERR_IO,
+                            "%s: tensor \"%s\": cannot read its %zu bytes of raw_data at byte "
+                            "%zu: %s",
+                            ld->name, tname, nbytes, raw->off,
+                            errno ? strerror(errno) : "the file got shorter while loading");
         if (!is_little_endian())
             return onyx_err(ld->err, ONYX_ERR_UNSUPPORTED, "big-endian hosts are not supported");
         return ONYX_OK;
@@ -164,7 +377,8 @@ static onyx_status tensor_alloc_decode(const loader *ld, const Onnx__TensorProto
     if (data == NULL)
         return onyx_err(ld->err, ONYX_ERR_NOMEM, "%s: out of memory for tensor \"%s\" (%zu bytes)",
                         ld->name, tp->name ? tp->name : "", nbytes);
-    st = tensor_data(ld, tp, t, data, nbytes);
+    raw_ref raw = proto_raw(tp);
+    st = tensor_data(ld, tp, t, data, nbytes, &raw);
     if (st != ONYX_OK) {
         free(data);
         return st;
@@ -241,6 +455,8 @@ typedef struct scope {
 typedef struct builder {
     loader ld;
     const Onnx__ModelProto *mp;
+    const raw_scan *raw; /* where each initializer's raw_data is (1b) */
+    int raw_fd;          /* the model file, to read it from; -1: it is in raw->base */
     opset_map model_opsets;
     pnode *nodes;
     int n_nodes;
@@ -814,16 +1030,13 @@ static onyx_status build_graph(builder *b, onyx_model *m)
         onyx_tensor *t = &m->values[v].info;
         st = tensor_header(ld, tp, t, &nb);
         if (st == ONYX_OK) {
+            /* unpack saw this raw_data empty (1b): the bytes come from the model's bytes */
+            const raw_slice *sl = &b->raw->slices[i];
+            raw_ref raw = {sl->present, sl->len, NULL, b->raw_fd, sl->off};
+            if (b->raw_fd < 0)
+                raw.mem = b->raw->base + sl->off;
             t->data = (char *)m->arena + off;
-            st = tensor_data(ld, tp, t, t->data, nb);
-        }
-        if (st == ONYX_OK && tp->has_raw_data && tp->raw_data.data != NULL) {
-            /* The arena has the weights now: give back protobuf-c's copy at once, so that the
-             * message and the arena together never hold more than about one model. */
-            Onnx__TensorProto *owned_tp = (Onnx__TensorProto *)(uintptr_t)tp;
-            free(owned_tp->raw_data.data);
-            owned_tp->raw_data.data = NULL;
-            owned_tp->raw_data.len = 0;
+            st = tensor_data(ld, tp, t, t->data, nb, &raw);
         }
         if (st != ONYX_OK)
             goto done;
@@ -1016,9 +1229,29 @@ void onyx_load_options_init(onyx_load_options *opt)
     opt->size = sizeof(*opt);
 }
 
-static onyx_status load_buffer(const void *data, size_t size, void *owned, const char *base_dir,
-                               const char *name, const onyx_load_options *opt, onyx_model **out,
-                               onyx_error *err);
+/* The bytes of a model being loaded. */
+typedef struct model_bytes {
+    const uint8_t *data;
+    size_t size;
+    int fd;       /* the model file: initializers' raw_data is read from it into the arena, and
+                   * data is released as soon as protobuf-c has unpacked it; -1: raw_data is
+                   * copied from data (the caller's bytes) */
+    void *mapped; /* data is this mapping of the file, or */
+    void *owned;  /* this malloc'd copy of it, or neither */
+} model_bytes;
+
+static void release_bytes(model_bytes *mb)
+{
+    if (mb->mapped)
+        munmap(mb->mapped, mb->size);
+    free(mb->owned);
+    mb->mapped = NULL;
+    mb->owned = NULL;
+    mb->data = NULL;
+}
+
+static onyx_status load_bytes(model_bytes *mb, const char *base_dir, const char *name,
+                              const onyx_load_options *opt, onyx_model **out, onyx_error *err);
 static onyx_status load_file(const char *path, const onyx_load_options *opt, onyx_model **out,
                              onyx_error *err);
 
@@ -1044,8 +1277,9 @@ static onyx_status load_with_options(const char *path, const void *data, size_t 
     /* A failure is logged too, so a report is needed even when the caller passes none. */
     onyx_error local;
     onyx_error *e = err ? err : &local;
-    onyx_status st = path ? load_file(path, &o, out, e)
-                          : load_buffer(data, size, NULL, base_dir, name, &o, out, e);
+    model_bytes mb = {data, size, -1, NULL, NULL};
+    onyx_status st =
+        path ? load_file(path, &o, out, e) : load_bytes(&mb, base_dir, name, &o, out, e);
     if (st != ONYX_OK && o.log != NULL)
         o.log(o.log_user, ONYX_LOG_ERROR, e->msg);
     return st;
@@ -1058,56 +1292,87 @@ onyx_status onyx_model_load_buffer_ex(const void *data, size_t size, const char 
     return load_with_options(NULL, data, size, base_dir, name, opt, out, err);
 }
 
-static onyx_status unpack_and_build(const void *data, size_t size, void **owned,
-                                    const char *base_dir, const char *name,
-                                    const onyx_load_options *opt, onyx_model **out,
-                                    onyx_error *err);
-
-/* owned: when not NULL, the malloc'd buffer holding data, freed here as soon as protobuf-c has
- * unpacked it (and on every error path), so the file's bytes, the unpacked message and the
- * weights' arena are never all alive at once: peak memory stays near twice the model. */
-static onyx_status load_buffer(const void *data, size_t size, void *owned, const char *base_dir,
-                               const char *name, const onyx_load_options *opt, onyx_model **out,
-                               onyx_error *err)
+/* Unpacks the model's bytes, with the initializers' raw_data left out when there is any (1b):
+ * *scan says where it is. On failure *out is NULL. */
+static onyx_status unpack_model(const model_bytes *mb, const char *name, raw_scan *scan,
+                                Onnx__ModelProto **out, onyx_error *err)
 {
-    onyx_status st = unpack_and_build(data, size, &owned, base_dir, name, opt, out, err);
-    free(owned);
-    return st;
+    *out = NULL;
+    scan->base = mb->data;
+    size_t n = strip_walk(scan, LEVEL_MODEL, mb->data, mb->size, NULL);
+    if (n == SIZE_MAX && scan->nomem)
+        return onyx_err(err, ONYX_ERR_NOMEM, "%s: out of memory", name);
+    if (n == SIZE_MAX)
+        return onyx_err(err, ONYX_ERR_INVALID_MODEL,
+                        "%s: not a valid ONNX model (corrupt protobuf: %s at byte %zu)", name,
+                        scan->why, scan->fail_at);
+    uint8_t *stripped = NULL;
+    if (scan->saved > 0) {
+        stripped = malloc(n ? n : 1);
+        if (stripped == NULL)
+            return onyx_err(err, ONYX_ERR_NOMEM, "%s: out of memory (%zu bytes)", name, n);
+        size_t written = strip_walk(scan, LEVEL_MODEL, mb->data, mb->size, stripped);
+        assert(written == n);
+        (void)written;
+    }
+    Onnx__ModelProto *mp = stripped ? onnx__model_proto__unpack(NULL, n, stripped)
+                                    : onnx__model_proto__unpack(NULL, mb->size, mb->data);
+    free(stripped);
+    if (mp == NULL)
+        return onyx_err(err, ONYX_ERR_INVALID_MODEL,
+                        "%s: not a valid ONNX model (protobuf parsing failed)", name);
+    /* The walk follows the fields protobuf-c reads, so both see the same initializers. */
+    size_t n_init = mp->graph ? mp->graph->n_initializer : 0;
+    bool agree = n_init == scan->n_slices;
+    for (size_t i = 0; agree && i < n_init; i++)
+        agree = (mp->graph->initializer[i]->has_raw_data != 0) == scan->slices[i].present;
+    if (!agree) {
+        onnx__model_proto__free_unpacked(mp, NULL);
+        return onyx_err(err, ONYX_ERR_INTERNAL,
+                        "%s: protobuf-c unpacked %zu initializers, the raw_data scan found %zu",
+                        name, n_init, scan->n_slices);
+    }
+    *out = mp;
+    return ONYX_OK;
 }
 
-static onyx_status unpack_and_build(const void *data, size_t size, void **owned,
-                                    const char *base_dir, const char *name,
-                                    const onyx_load_options *opt, onyx_model **out,
-                                    onyx_error *err)
+/* Loads the model in *mb. A file's bytes are released here as soon as protobuf-c has unpacked
+ * them, before the weights are read into the arena: with the raw_data never unpacked, the file's
+ * bytes, the message and the arena together stay near one model's size. */
+static onyx_status load_bytes(model_bytes *mb, const char *base_dir, const char *name,
+                              const onyx_load_options *opt, onyx_model **out, onyx_error *err)
 {
     if (out == NULL)
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "onyx_model_load_buffer: out is NULL");
     *out = NULL;
     if (name == NULL)
         name = "<memory>";
-    if (data == NULL && size != 0)
+    if (mb->data == NULL && mb->size != 0)
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "%s: data is NULL", name);
-    if (size > ONYX_MAX_FILE_SIZE)
+    if (mb->size > ONYX_MAX_FILE_SIZE)
         return onyx_err(err, ONYX_ERR_INVALID_MODEL,
                         "%s: %zu bytes is over protobuf's 2 GiB limit (store large weights as "
                         "external data)",
-                        name, size);
-    if (size == 0)
+                        name, mb->size);
+    if (mb->size == 0)
         return onyx_err(err, ONYX_ERR_INVALID_MODEL, "%s: empty file, not an ONNX model", name);
     size_t offset;
     const char *why;
-    if (!onyx_pb_wire_check(data, size, true, &offset, &why))
+    if (!onyx_pb_wire_check(mb->data, mb->size, true, &offset, &why))
         return onyx_err(err, ONYX_ERR_INVALID_MODEL,
                         "%s: not a valid ONNX model (corrupt protobuf: %s at byte %zu)", name, why,
                         offset);
-    Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, size, data);
-    free(*owned); /* everything needed is in mp now */
-    *owned = NULL;
-    if (mp == NULL)
-        return onyx_err(err, ONYX_ERR_INVALID_MODEL,
-                        "%s: not a valid ONNX model (protobuf parsing failed)", name);
+    raw_scan scan;
+    memset(&scan, 0, sizeof scan);
+    Onnx__ModelProto *mp = NULL;
+    onyx_status st = unpack_model(mb, name, &scan, &mp, err);
+    if (mb->fd >= 0)
+        release_bytes(mb); /* everything else needed is in mp now */
+    if (st != ONYX_OK) {
+        free(scan.slices);
+        return st;
+    }
 
-    onyx_status st;
     onyx_model *m = calloc(1, sizeof(*m));
     builder b;
     memset(&b, 0, sizeof b);
@@ -1115,6 +1380,8 @@ static onyx_status unpack_and_build(const void *data, size_t size, void **owned,
     b.ld.base_dir = base_dir;
     b.ld.err = err;
     b.mp = mp;
+    b.raw = &scan;
+    b.raw_fd = mb->fd;
     if (m == NULL || (m->name = onyx_strdup(name)) == NULL) {
         st = onyx_err(err, ONYX_ERR_NOMEM, "%s: out of memory", name);
         goto fail;
@@ -1126,6 +1393,8 @@ static onyx_status unpack_and_build(const void *data, size_t size, void **owned,
     b.nodes = NULL;
     onnx__model_proto__free_unpacked(mp, NULL);
     mp = NULL;
+    free(scan.slices);
+    scan.slices = NULL;
     if (st != ONYX_OK)
         goto fail;
     st = onyx_graph_prepare(m, opt, err);
@@ -1136,6 +1405,7 @@ static onyx_status unpack_and_build(const void *data, size_t size, void **owned,
 fail:
     if (mp)
         onnx__model_proto__free_unpacked(mp, NULL);
+    free(scan.slices);
     onyx_model_destroy(m);
     return st;
 }
@@ -1165,43 +1435,60 @@ onyx_status onyx_model_load_ex(const char *path, const onyx_load_options *opt, o
     return load_with_options(path, NULL, 0, NULL, NULL, opt, out, err);
 }
 
+/* The file is mapped rather than read: unpack touches only the pages that are not weights, and
+ * the weights are read from the file straight into the arena (pread, as fast as reading the
+ * file once; nothing holds a second copy of them). As with any mapped file, another process
+ * truncating the file while it loads can end this one with SIGBUS; onyx itself never rewrites
+ * a model in place (checkpoints and exports go through a temporary file and a rename). */
 static onyx_status load_file(const char *path, const onyx_load_options *opt, onyx_model **out,
                              onyx_error *err)
 {
     if (out == NULL || path == NULL)
         return onyx_err(err, ONYX_ERR_INVALID_ARG, "onyx_model_load: NULL argument");
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL)
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return onyx_err(err, ONYX_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(fp);
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
         return onyx_err(err, ONYX_ERR_IO, "%s: not a regular file", path);
     }
     if ((uint64_t)sb.st_size > ONYX_MAX_FILE_SIZE) {
-        fclose(fp);
+        close(fd);
         return onyx_err(err, ONYX_ERR_INVALID_MODEL,
                         "%s: %lld bytes is over protobuf's 2 GiB limit (store large weights as "
                         "external data)",
                         path, (long long)sb.st_size);
     }
-    size_t size = (size_t)sb.st_size;
-    void *buf = malloc(size ? size : 1);
-    if (buf == NULL) {
-        fclose(fp);
-        return onyx_err(err, ONYX_ERR_NOMEM, "%s: out of memory reading %zu bytes", path, size);
+    model_bytes mb = {NULL, (size_t)sb.st_size, fd, NULL, NULL};
+    if (mb.size > 0) {
+        void *map = mmap(NULL, mb.size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map != MAP_FAILED) {
+            mb.mapped = map;
+        } else { /* a file system that cannot map files: read it */
+            raw_ref whole = {true, mb.size, NULL, fd, 0};
+            mb.owned = malloc(mb.size);
+            if (mb.owned == NULL) {
+                close(fd);
+                return onyx_err(err, ONYX_ERR_NOMEM, "%s: out of memory reading %zu bytes", path,
+                                mb.size);
+            }
+            if (!copy_raw(&whole, mb.owned)) {
+                free(mb.owned);
+                close(fd);
+                return onyx_err(err, ONYX_ERR_IO, "%s: read error", path);
+            }
+        }
+        mb.data = mb.mapped ? mb.mapped : mb.owned;
     }
-    if (fread(buf, 1, size, fp) != size) {
-        fclose(fp);
-        free(buf);
-        return onyx_err(err, ONYX_ERR_IO, "%s: read error", path);
-    }
-    fclose(fp);
     /* External data is relative to the model's folder. */
     char dir[PATH_MAX];
     onyx_path_dir(path, dir, sizeof dir);
-    return load_buffer(buf, size, buf, dir, path, opt, out, err); /* frees buf */
+    onyx_status st = load_bytes(&mb, dir, path, opt, out, err);
+    release_bytes(&mb);
+    close(fd);
+    return st;
 }
 
 void onyx_model_destroy(onyx_model *m)

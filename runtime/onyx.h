@@ -172,6 +172,8 @@ ONYX_API int64_t onyx_tensor_numel(const onyx_tensor *t);
  * caller frees with onyx_model_destroy(); on failure *out is NULL.
  * A model is immutable once loaded: it may be shared by any number of sessions in any number of
  * threads, and must outlive them all.
+ * The file is mapped while it is parsed (the weights are then read once, straight into the
+ * model's memory): like any mapped file, it must not be truncated by another process meanwhile.
  */
 ONYX_API ONYX_NODISCARD onyx_status onyx_model_load(const char *path, onyx_model **out,
                                                     onyx_error *err);

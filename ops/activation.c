@@ -10,12 +10,54 @@
  * Numerics: sigmoid is evaluated from exp(-|x|) so neither tail overflows or cancels; softplus
  * is log1p(exp(-|x|)) + max(x, 0); the exponential units use expm1; Gelu uses erfc, which keeps
  * its left tail accurate. NaN inputs give NaN outputs.
+ *
+ * The activations a Gemm or MatMul can apply in its GEMM epilogue (onyx_act_fusable: Relu,
+ * LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Tanh, Gelu, Clip) take their float32 formulas from
+ * ops/activation.h, which the epilogue uses too, so the fused and unfused runs agree bit for
+ * bit. Large float32 tensors are split over the session's thread pool (onyx_parallel_for,
+ * defined here), forward and backward.
  */
+#include "activation.h"
 #include "ops.h"
 
 #include <float.h>
 #include <math.h>
 #include <string.h>
+
+/* ---- large element-wise loops on the thread pool (activation.h) --------------------------- */
+
+typedef struct par_job {
+    onyx_range_fn fn;
+    void *ctx;
+    int64_t n;
+    int64_t chunk; /* units per task */
+} par_job;
+
+static void par_task(void *ctx, int64_t task)
+{
+    const par_job *j = ctx;
+    int64_t lo = task * j->chunk;
+    int64_t hi = j->n - lo < j->chunk ? j->n : lo + j->chunk;
+    j->fn(j->ctx, lo, hi);
+}
+
+void onyx_parallel_for(onyx_pool *pool, int64_t n, int64_t unit_elems, onyx_range_fn fn, void *ctx)
+{
+    if (n <= 0)
+        return;
+    if (unit_elems < 1)
+        unit_elems = 1;
+    int64_t chunk = ONYX_PAR_CHUNK / unit_elems;
+    if (chunk < 1)
+        chunk = 1;
+    /* n * unit_elems is the element count of a tensor: far from overflowing */
+    if (onyx_pool_threads(pool) <= 1 || n * unit_elems < ONYX_PAR_MIN || n <= chunk) {
+        fn(ctx, 0, n);
+        return;
+    }
+    par_job j = {fn, ctx, n, chunk};
+    onyx_pool_run(pool, (n + chunk - 1) / chunk, par_task, &j);
+}
 
 /* Output 0 = input 0's dtype and shape. */
 static void same_as_input(const onyx_tensor *in, onyx_tensor *out)
@@ -53,15 +95,8 @@ typedef struct act {
     float gamma;
 } act;
 
-#define SQRT1_2   0.70710678118654752440 /* 1/sqrt(2) */
-#define SQRT_2_PI 0.79788456080286535588 /* sqrt(2/pi) */
-
-/* min(max(t, 0), 1), keeping NaN */
-static float clamp01_f32(float t)
-{
-    t = t < 0.0f ? 0.0f : t;
-    return t > 1.0f ? 1.0f : t;
-}
+#define SQRT1_2   ONYX_ACT_SQRT1_2
+#define SQRT_2_PI ONYX_ACT_SQRT_2_PI
 
 static double clamp01_f64(double t)
 {
@@ -69,15 +104,9 @@ static double clamp01_f64(double t)
     return t > 1.0 ? 1.0 : t;
 }
 
-static float sigmoid_f32(float v)
-{
-    float e = expf(-fabsf(v)); /* in (0, 1]: never overflows */
-    float r = 1.0f / (1.0f + e);
-    return v >= 0.0f ? r : e * r;
-}
-
 /*
- * Raw loops y = f(x): x (n), y (n); alpha, beta, gamma as the node's attributes.
+ * Raw loops y = f(x): x (n), y (n); alpha, beta, gamma as the node's attributes. In blocks
+ * (ONYX_VEC_FOR), so that the compiler vectorizes the simple ones.
  * Formulas (ONNX Relu-14, LeakyRelu-16, Sigmoid-13, HardSigmoid-6, HardSwish-14, Tanh-13,
  * Elu-6, Selu-6, Celu-12, Softplus-1, Softsign-1, Gelu-20):
  */
@@ -93,25 +122,21 @@ typedef void (*act_f32_fn)(int64_t n, const act *p, const float *restrict x, flo
         (void)alpha;                                                                               \
         (void)beta;                                                                                \
         (void)gamma;                                                                               \
-        for (int64_t i = 0; i < n; i++) {                                                          \
+        ONYX_VEC_FOR(i, n, {                                                                       \
             float v = x[i];                                                                        \
             y[i] = (expr);                                                                         \
-        }                                                                                          \
+        });                                                                                        \
     }
 
-/* max(0, x) */
-ACT_F32(relu, v < 0.0f ? 0.0f : v)
-/* x < 0 ? alpha x : x, computed as the ONNX reference does, max(x, 0) + alpha min(x, 0): no
- * multiply is conditional, which the compiler would refuse to speculate and vectorize */
-ACT_F32(leakyrelu, (v < 0.0f ? 0.0f : v) + alpha * (v < 0.0f ? v : 0.0f))
-/* 1 / (1 + exp(-x)) */
-ACT_F32(sigmoid, sigmoid_f32(v))
-/* max(0, min(1, alpha x + beta)) */
-ACT_F32(hardsigmoid, clamp01_f32(alpha *v + beta))
-/* x max(0, min(1, x/6 + 1/2)) */
-ACT_F32(hardswish, v *clamp01_f32((1.0f / 6.0f) * v + 0.5f))
-/* tanh x */
-ACT_F32(tanh, tanhf(v))
+/* The activations a GEMM can fuse take their formulas from ops/activation.h, shared with the
+ * GEMM's epilogue: max(0, x); x < 0 ? alpha x : x; 1 / (1 + exp(-x)); max(0, min(1, alpha x +
+ * beta)); x max(0, min(1, x/6 + 1/2)); tanh x; and Gelu's two forms below. */
+ACT_F32(relu, onyx_relu_f32(v))
+ACT_F32(leakyrelu, onyx_leakyrelu_f32(v, alpha))
+ACT_F32(sigmoid, onyx_sigmoid_f32(v))
+ACT_F32(hardsigmoid, onyx_hardsigmoid_f32(v, alpha, beta))
+ACT_F32(hardswish, onyx_hardswish_f32(v))
+ACT_F32(tanh, onyx_tanh_f32(v))
 /* x < 0 ? alpha (exp(x) - 1) : x */
 ACT_F32(elu, v < 0.0f ? alpha * expm1f(v) : v)
 /* x > 0 ? gamma x : gamma alpha (exp(x) - 1) */
@@ -123,9 +148,9 @@ ACT_F32(softplus, log1pf(expf(-fabsf(v))) + (v > 0.0f ? v : 0.0f))
 /* x / (1 + |x|) */
 ACT_F32(softsign, v / (1.0f + fabsf(v)))
 /* x/2 (1 + erf(x / sqrt 2)) = x/2 erfc(-x / sqrt 2) */
-ACT_F32(gelu, 0.5f * v * erfcf(-v * (float)SQRT1_2))
+ACT_F32(gelu, onyx_gelu_f32(v))
 /* x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
-ACT_F32(gelu_tanh, 0.5f * v * (1.0f + tanhf((float)SQRT_2_PI * (v + 0.044715f * v * v * v))))
+ACT_F32(gelu_tanh, onyx_gelu_tanh_f32(v))
 
 /* The same formulas in double, for the other float types. */
 static double act_f64(const act *p, double v)
@@ -191,14 +216,14 @@ typedef void (*act_grad_f32_fn)(int64_t n, const act *p, const float *restrict x
         (void)alpha;                                                                               \
         (void)beta;                                                                                \
         (void)gamma;                                                                               \
-        for (int64_t i = 0; i < n; i++) {                                                          \
+        ONYX_VEC_FOR(i, n, {                                                                       \
             const float v = x[i];                                                                  \
             const float yv = y[i];                                                                 \
             const float g = dy[i];                                                                 \
             (void)v;                                                                               \
             (void)yv;                                                                              \
             dx[i] += g * (expr);                                                                   \
-        }                                                                                          \
+        });                                                                                        \
     }
 
 #define INV_SQRT_2PI 0.39894228040143267794 /* 1/sqrt(2 pi) */
@@ -232,7 +257,7 @@ ACT_BACKWARD_F32(tanh, 1.0f - yv * yv)
 ACT_BACKWARD_F32(elu, v < 0.0f ? alpha * expf(v) : 1.0f)
 ACT_BACKWARD_F32(selu, v > 0.0f ? gamma : gamma * alpha * expf(v))
 ACT_BACKWARD_F32(celu, v > 0.0f ? 1.0f : expf(v / alpha))
-ACT_BACKWARD_F32(softplus, sigmoid_f32(v))
+ACT_BACKWARD_F32(softplus, onyx_sigmoid_f32(v))
 ACT_BACKWARD_F32(softsign, 1.0f / ((1.0f + fabsf(v)) * (1.0f + fabsf(v))))
 ACT_BACKWARD_F32(gelu,
                  0.5f * erfcf(-v * (float)SQRT1_2) + v * (float)INV_SQRT_2PI * expf(-0.5f * v * v))
@@ -327,17 +352,42 @@ static onyx_status act_infer(const onyx_node *n, const onyx_tensor *in, onyx_ten
     return ONYX_OK;
 }
 
-/* X: any shape; Y: X's shape, Y = f(X) with the formulas above. */
+/* A float32 loop of an activation over a range of elements, for onyx_parallel_for: forward
+ * y = f(x) (out = y), or backward dx += dy f'(x) (out = dx). */
+typedef struct act_job {
+    const act *p;
+    act_f32_fn f;
+    act_grad_f32_fn grad;
+    const float *x;
+    const float *y;
+    const float *dy;
+    float *out;
+} act_job;
+
+static void act_forward_range(void *ctx, int64_t lo, int64_t hi)
+{
+    const act_job *j = ctx;
+    j->f(hi - lo, j->p, j->x + lo, j->out + lo);
+}
+
+static void act_backward_range(void *ctx, int64_t lo, int64_t hi)
+{
+    const act_job *j = ctx;
+    j->grad(hi - lo, j->p, j->x + lo, j->y + lo, j->dy + lo, j->out + lo);
+}
+
+/* X: any shape; Y: X's shape, Y = f(X) with the formulas above. Large float32 tensors are
+ * split over ctx->pool (element-wise: the same bits for any thread count). */
 static void act_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in, onyx_tensor *out)
 {
-    (void)ctx;
     const act *p = n->priv;
     onyx_dtype dt = in[0].dtype;
     int64_t numel = onyx_numel(&out[0]);
     if (numel == 0)
         return;
     if (dt == ONYX_DTYPE_F32) {
-        act_defs[p->op].f32(numel, p, in[0].data, out[0].data);
+        act_job j = {.p = p, .f = act_defs[p->op].f32, .x = in[0].data, .out = out[0].data};
+        onyx_parallel_for(ctx->pool, numel, 1, act_forward_range, &j);
     } else if (onyx_dtype_is_int(dt)) { /* Relu, opset 14 */
         for (int64_t i = 0; i < numel; i++) {
             int64_t v = onyx_load_i64(dt, in[0].data, i);
@@ -354,12 +404,17 @@ static void act_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *i
 static void act_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                          const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
 {
-    (void)ctx;
     const act *p = n->priv;
     int64_t numel = onyx_numel(&out[0]);
     if (numel == 0 || dout[0].data == NULL || din[0].data == NULL || in[0].dtype != ONYX_DTYPE_F32)
         return;
-    act_defs[p->op].grad_f32(numel, p, in[0].data, out[0].data, dout[0].data, din[0].data);
+    act_job j = {.p = p,
+                 .grad = act_defs[p->op].grad_f32,
+                 .x = in[0].data,
+                 .y = out[0].data,
+                 .dy = dout[0].data,
+                 .out = din[0].data};
+    onyx_parallel_for(ctx->pool, numel, 1, act_backward_range, &j);
 }
 
 const onyx_op_impl onyx_impl_activation = {
@@ -647,14 +702,50 @@ static onyx_status clip_infer(const onyx_node *n, const onyx_tensor *in, onyx_te
 }
 
 /* Raw loop y = min(max(x, lo), hi): x (n), y (n). lo > hi gives hi, as the spec says; NaN
- * stays NaN. */
+ * stays NaN (onyx_clip_f32, shared with the GEMM epilogue). */
 static void clip_forward_f32(int64_t n, float lo, float hi, const float *restrict x,
                              float *restrict y)
 {
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i];
-        v = v < lo ? lo : v;
-        y[i] = v > hi ? hi : v;
+    ONYX_VEC_FOR(i, n, y[i] = onyx_clip_f32(x[i], lo, hi));
+}
+
+/* Backward raw loop of y = min(max(x, lo), hi): dx += lo <= x <= hi ? dy : 0 (x, dy, dx: n
+ * each). Bounds included, as PyTorch's clamp; lo > hi passes nothing; NaN x passes nothing. */
+static void clip_backward_f32(int64_t n, float lo, float hi, const float *restrict x,
+                              const float *restrict dy, float *restrict dx)
+{
+    ONYX_VEC_FOR(i, n, dx[i] += x[i] >= lo && x[i] <= hi ? dy[i] : 0.0f);
+}
+
+/* Clip's float32 loops over a range of elements, for onyx_parallel_for: y = clip(x) (dy NULL,
+ * out = y) or dx += dy clip'(x) (out = dx). */
+typedef struct clip_job {
+    float lo;
+    float hi;
+    const float *x;
+    const float *dy;
+    float *out;
+} clip_job;
+
+static void clip_range(void *ctx, int64_t lo, int64_t hi)
+{
+    const clip_job *j = ctx;
+    if (j->dy == NULL)
+        clip_forward_f32(hi - lo, j->lo, j->hi, j->x + lo, j->out + lo);
+    else
+        clip_backward_f32(hi - lo, j->lo, j->hi, j->x + lo, j->dy + lo, j->out + lo);
+}
+
+/* The float bounds of a float32 Clip: the attributes before opset 11, else inputs min and max
+ * (scalars; -inf and +inf when omitted). */
+static void clip_bounds_f32(const onyx_node *n, const onyx_tensor *in, float *lo, float *hi)
+{
+    const clip *p = n->priv;
+    *lo = p->min;
+    *hi = p->max;
+    if (!p->legacy) {
+        *lo = onyx_node_has_in(n, 1) ? ((const float *)in[1].data)[0] : -INFINITY;
+        *hi = onyx_node_has_in(n, 2) ? ((const float *)in[2].data)[0] : INFINITY;
     }
 }
 
@@ -663,7 +754,6 @@ static void clip_forward_f32(int64_t n, float lo, float hi, const float *restric
 static void clip_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                          onyx_tensor *out)
 {
-    (void)ctx;
     const clip *p = n->priv;
     onyx_dtype dt = in[0].dtype;
     int64_t numel = onyx_numel(&out[0]);
@@ -684,12 +774,14 @@ static void clip_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *
         }
         return;
     }
-    double lo = p->legacy ? p->min : has_lo ? onyx_load_f64(dt, in[1].data, 0) : -INFINITY;
-    double hi = p->legacy ? p->max : has_hi ? onyx_load_f64(dt, in[2].data, 0) : INFINITY;
     if (dt == ONYX_DTYPE_F32) {
-        clip_forward_f32(numel, (float)lo, (float)hi, in[0].data, out[0].data);
+        clip_job j = {.x = in[0].data, .out = out[0].data};
+        clip_bounds_f32(n, in, &j.lo, &j.hi);
+        onyx_parallel_for(ctx->pool, numel, 1, clip_range, &j);
         return;
     }
+    double lo = p->legacy ? p->min : has_lo ? onyx_load_f64(dt, in[1].data, 0) : -INFINITY;
+    double hi = p->legacy ? p->max : has_hi ? onyx_load_f64(dt, in[2].data, 0) : INFINITY;
     for (int64_t i = 0; i < numel; i++) {
         double v = onyx_load_f64(dt, in[0].data, i);
         v = v < lo ? lo : v;
@@ -698,32 +790,17 @@ static void clip_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *
     }
 }
 
-/* Backward raw loop of y = min(max(x, lo), hi): dx += lo <= x <= hi ? dy : 0 (x, dy, dx: n
- * each). Bounds included, as PyTorch's clamp; lo > hi passes nothing; NaN x passes nothing. */
-static void clip_backward_f32(int64_t n, float lo, float hi, const float *restrict x,
-                              const float *restrict dy, float *restrict dx)
-{
-    for (int64_t i = 0; i < n; i++)
-        dx[i] += x[i] >= lo && x[i] <= hi ? dy[i] : 0.0f;
-}
-
 /* input: the forward's input; dY: its shape; d input: its shape, accumulated into. min and max
  * get no gradient (grad_inputs). */
 static void clip_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                           const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
 {
-    (void)ctx;
-    const clip *p = n->priv;
     int64_t numel = onyx_numel(&out[0]);
     if (numel == 0 || dout[0].data == NULL || din[0].data == NULL || in[0].dtype != ONYX_DTYPE_F32)
         return;
-    float lo = p->min;
-    float hi = p->max;
-    if (!p->legacy) {
-        lo = onyx_node_has_in(n, 1) ? ((const float *)in[1].data)[0] : -INFINITY;
-        hi = onyx_node_has_in(n, 2) ? ((const float *)in[2].data)[0] : INFINITY;
-    }
-    clip_backward_f32(numel, lo, hi, in[0].data, dout[0].data, din[0].data);
+    clip_job j = {.x = in[0].data, .dy = dout[0].data, .out = din[0].data};
+    clip_bounds_f32(n, in, &j.lo, &j.hi);
+    onyx_parallel_for(ctx->pool, numel, 1, clip_range, &j);
 }
 
 const onyx_op_impl onyx_impl_clip = {
@@ -735,3 +812,34 @@ const onyx_op_impl onyx_impl_clip = {
     .flags = 0,
     .grad_inputs = 0x1u, /* input only: min and max get none */
 };
+
+/* ---- fused epilogues ---------------------------------------------------------------------- */
+
+/* The GEMM epilogue kind of each activation (0 = ONYX_FUSE_NONE: not fused). */
+static const int act_fuse_kind[ACT_COUNT] = {
+    [ACT_RELU] = ONYX_FUSE_RELU,           [ACT_LEAKYRELU] = ONYX_FUSE_LEAKYRELU,
+    [ACT_SIGMOID] = ONYX_FUSE_SIGMOID,     [ACT_HARDSIGMOID] = ONYX_FUSE_HARDSIGMOID,
+    [ACT_HARDSWISH] = ONYX_FUSE_HARDSWISH, [ACT_TANH] = ONYX_FUSE_TANH,
+    [ACT_GELU] = ONYX_FUSE_GELU,           [ACT_GELU_TANH] = ONYX_FUSE_GELU_TANH,
+};
+
+int onyx_act_fusable(const onyx_node *n, const onyx_tensor *in, float *alpha, float *beta)
+{
+    if (n->priv == NULL)
+        return ONYX_FUSE_NONE;
+    if (n->impl == &onyx_impl_activation) {
+        const act *p = n->priv;
+        int kind = act_fuse_kind[p->op];
+        if (in != NULL && kind != ONYX_FUSE_NONE) {
+            *alpha = p->alpha;
+            *beta = p->beta;
+        }
+        return kind;
+    }
+    if (n->impl == &onyx_impl_clip) {
+        if (in != NULL)
+            clip_bounds_f32(n, in, alpha, beta);
+        return ONYX_FUSE_CLIP;
+    }
+    return ONYX_FUSE_NONE;
+}

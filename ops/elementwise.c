@@ -9,7 +9,13 @@
  * Broadcasting goes through onyx_broadcast_walk (ops/broadcast.c), planned once per call: an
  * odometer over the outer dimensions and one contiguous inner row in which each source has
  * stride 1 or 0, so no element pays for index arithmetic.
+ *
+ * Large float32 tensors (binary ops forward and backward, unary maths) are split over the
+ * session's thread pool in fixed chunks of elements (onyx_parallel_for): a chunk starts its walk
+ * at its first element (one division per chunk) and every element is computed by the same
+ * row loop, so results do not depend on the thread count.
  */
+#include "activation.h"
 #include "ops.h"
 
 #include <math.h>
@@ -89,34 +95,59 @@ static binary_f32_fn binary_f32_pick(int op, int64_t sa, int64_t sb)
     return binary_f32[op][2];
 }
 
-/* y = a (op) b in float32 over the planned walk (y has numel elements, numel > 0). */
-static void binary_forward_f32(int op, const onyx_broadcast_walk *w, const float *a, const float *b,
-                               float *y, int64_t numel)
+/* Sets the walk's odometer idx and the sources' row offsets off to row `row` of the output,
+ * as onyx_broadcast_walk_next would have after `row` steps from zero. */
+static void walk_seek(const onyx_broadcast_walk *w, int64_t row, int64_t idx[ONYX_MAX_RANK],
+                      int64_t off[2])
 {
+    off[0] = 0;
+    off[1] = 0;
+    for (int k = w->rank - 2; k >= 0; k--) {
+        idx[k] = row % w->dims[k];
+        row /= w->dims[k];
+        off[0] += idx[k] * w->st[0][k];
+        off[1] += idx[k] * w->st[1][k];
+    }
+}
+
+/* A float32 binary op over the walk, elements [lo, hi) of y, for onyx_parallel_for. */
+typedef struct binary_job {
+    binary_f32_fn f; /* the row loop for the inner strides of a and b */
+    const onyx_broadcast_walk *w;
+    const float *a;
+    const float *b;
+    float *y;
+} binary_job;
+
+static void binary_range_f32(void *ctx, int64_t lo, int64_t hi)
+{
+    const binary_job *j = ctx;
+    const onyx_broadcast_walk *w = j->w;
     int r = w->rank;
     int64_t n = w->dims[r - 1];
-    binary_f32_fn f = binary_f32_pick(op, w->st[0][r - 1], w->st[1][r - 1]);
-    if (r == 1) { /* same shape, or one operand a scalar */
-        f(n, a, b, y);
-        return;
-    }
-    int64_t rows = numel / n;
-    if (r == 2 && w->st[0][0] == n && w->st[1][0] == 0) { /* b is a row repeated down a */
-        for (int64_t i = 0; i < rows; i++)
-            f(n, a + i * n, b, y + i * n);
-        return;
-    }
-    if (r == 2 && w->st[0][0] == 0 && w->st[1][0] == n) { /* a is a row repeated down b */
-        for (int64_t i = 0; i < rows; i++)
-            f(n, a, b + i * n, y + i * n);
-        return;
-    }
+    int64_t sa = w->st[0][r - 1];
+    int64_t sb = w->st[1][r - 1];
     int64_t idx[ONYX_MAX_RANK] = {0};
-    int64_t off[2] = {0, 0};
-    for (int64_t i = 0; i < rows; i++) {
-        f(n, a + off[0], b + off[1], y + i * n);
+    int64_t off[2];
+    int64_t col = lo % n; /* the range may start and end inside a row */
+    walk_seek(w, lo / n, idx, off);
+    while (lo < hi) {
+        int64_t len = n - col < hi - lo ? n - col : hi - lo;
+        j->f(len, j->a + off[0] + col * sa, j->b + off[1] + col * sb, j->y + lo);
+        lo += len;
+        col = 0;
         onyx_broadcast_walk_next(w, idx, off);
     }
+}
+
+/* y = a (op) b in float32 over the planned walk (y has numel elements, numel > 0), split over
+ * pool when large. */
+static void binary_forward_f32(onyx_pool *pool, int op, const onyx_broadcast_walk *w,
+                               const float *a, const float *b, float *y, int64_t numel)
+{
+    int r = w->rank;
+    binary_job j = {binary_f32_pick(op, w->st[0][r - 1], w->st[1][r - 1]), w, a, b, y};
+    onyx_parallel_for(pool, numel, 1, binary_range_f32, &j);
 }
 
 /* base^e for integers, exact and wrapping modulo 2^64 like numpy. A negative exponent gives
@@ -352,7 +383,6 @@ static onyx_status binary_infer(const onyx_node *n, const onyx_tensor *in, onyx_
 static void binary_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                            onyx_tensor *out)
 {
-    (void)ctx;
     const binary *p = n->priv;
     int64_t numel = onyx_numel(&out[0]);
     if (numel == 0)
@@ -363,7 +393,7 @@ static void binary_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor
     onyx_broadcast_walk w;
     onyx_broadcast_walk_init(&w, &out[0], &in[0], &b);
     if (in[0].dtype == ONYX_DTYPE_F32 && b.dtype == ONYX_DTYPE_F32)
-        binary_forward_f32(p->op, &w, in[0].data, b.data, out[0].data, numel);
+        binary_forward_f32(ctx->pool, p->op, &w, in[0].data, b.data, out[0].data, numel);
     else
         binary_forward_generic(p->op, &w, &in[0], &b, &out[0], numel);
 }
@@ -446,32 +476,64 @@ static const grad_row_f32_fn binary_grad_f32[OP_BINARY_COUNT][2][3] = {
     [OP_POW] = {{pow_da_vv, pow_da_vs, pow_da_sv}, {pow_db_vv, pow_db_vs, pow_db_sv}},
 };
 
-/* dA and/or dB (each NULL when not wanted) of Mul, Div or Pow over the forward's walk; y and
- * dy have numel > 0 elements. One input's gradient at a time, so dA and dB may be the same
- * buffer (Mul(X, X)). */
-static void binary_backward_f32(int op, const onyx_broadcast_walk *w, const float *a,
-                                const float *b, const float *y, const float *dy, float *da,
-                                float *db, int64_t numel)
+/* The gradient of input s (0: A, 1: B) of Mul, Div or Pow over the forward's walk, elements
+ * [lo, hi) of Y, for onyx_parallel_for. A range that splits rows is only given when input s is
+ * not broadcast (each element of dx then belongs to one element of Y); otherwise the range is
+ * all of Y, whose rows reduce in order. */
+typedef struct grad_job {
+    grad_row_f32_fn f;
+    const onyx_broadcast_walk *w;
+    const float *a;
+    const float *b;
+    const float *y;
+    const float *dy;
+    float *dx;
+    int s;
+} grad_job;
+
+static void grad_range_f32(void *ctx, int64_t lo, int64_t hi)
 {
+    const grad_job *j = ctx;
+    const onyx_broadcast_walk *w = j->w;
     int r = w->rank;
     int64_t n = w->dims[r - 1];
     int64_t sa = w->st[0][r - 1];
     int64_t sb = w->st[1][r - 1];
+    int64_t sx = w->st[j->s][r - 1];
+    int64_t idx[ONYX_MAX_RANK] = {0};
+    int64_t off[2];
+    int64_t col = lo % n;
+    walk_seek(w, lo / n, idx, off);
+    while (lo < hi) {
+        int64_t len = n - col < hi - lo ? n - col : hi - lo;
+        j->f(len, j->a + off[0] + col * sa, j->b + off[1] + col * sb, j->y + lo, j->dy + lo,
+             j->dx + off[j->s] + col * sx);
+        lo += len;
+        col = 0;
+        onyx_broadcast_walk_next(w, idx, off);
+    }
+}
+
+/* dA and/or dB (each NULL when not wanted) of Mul, Div or Pow over the forward's walk; y and
+ * dy have numel > 0 elements. One input's gradient at a time, so dA and dB may be the same
+ * buffer (Mul(X, X)). whole[s]: input s is not broadcast (has numel elements), so its gradient
+ * may be split over pool; a broadcast input's gradient sums rows, on this thread in order. */
+static void binary_backward_f32(onyx_pool *pool, int op, const onyx_broadcast_walk *w,
+                                const float *a, const float *b, const float *y, const float *dy,
+                                float *da, float *db, const bool whole[2], int64_t numel)
+{
+    int r = w->rank;
+    int64_t sa = w->st[0][r - 1];
+    int64_t sb = w->st[1][r - 1];
     int v = sa != 0 && sb != 0 ? 0 : sb == 0 ? 1 : 2;
-    grad_row_f32_fn fa = binary_grad_f32[op][0][v];
-    grad_row_f32_fn fb = binary_grad_f32[op][1][v];
-    int64_t rows = numel / n;
     for (int s = 0; s < 2; s++) {
-        float *dx = s == 0 ? da : db;
-        if (dx == NULL)
+        grad_job j = {binary_grad_f32[op][s][v], w, a, b, y, dy, s == 0 ? da : db, s};
+        if (j.dx == NULL)
             continue;
-        grad_row_f32_fn f = s == 0 ? fa : fb;
-        int64_t idx[ONYX_MAX_RANK] = {0};
-        int64_t off[2] = {0, 0};
-        for (int64_t i = 0; i < rows; i++) {
-            f(n, a + off[0], b + off[1], y + i * n, dy + i * n, dx + off[s]);
-            onyx_broadcast_walk_next(w, idx, off);
-        }
+        if (whole[s])
+            onyx_parallel_for(pool, numel, 1, grad_range_f32, &j);
+        else
+            grad_range_f32(&j, 0, numel);
     }
 }
 
@@ -520,7 +582,9 @@ static void binary_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tenso
     }
     onyx_broadcast_walk w;
     onyx_broadcast_walk_init(&w, &out[0], &in[0], &b);
-    binary_backward_f32(p->op, &w, in[0].data, b.data, out[0].data, dout[0].data, da, db, numel);
+    bool whole[2] = {onyx_numel(&in[0]) == numel, onyx_numel(&b) == numel};
+    binary_backward_f32(ctx->pool, p->op, &w, in[0].data, b.data, out[0].data, dout[0].data, da, db,
+                        whole, numel);
 }
 
 const onyx_op_impl onyx_impl_binary = {
@@ -828,6 +892,26 @@ static onyx_status unary_infer(const onyx_node *n, const onyx_tensor *in, onyx_t
     return ONYX_OK;
 }
 
+/* A float32 unary loop over elements [lo, hi), for onyx_parallel_for: forward y = f(x) (f set,
+ * out = y) or backward dx += dy f'(x) (grad set, out = dx). */
+typedef struct unary_job {
+    unary_f32_fn f;
+    unary_grad_f32_fn grad;
+    const float *x;
+    const float *y;
+    const float *dy;
+    float *out;
+} unary_job;
+
+static void unary_range_f32(void *ctx, int64_t lo, int64_t hi)
+{
+    const unary_job *j = ctx;
+    if (j->f != NULL)
+        j->f(hi - lo, j->x + lo, j->out + lo);
+    else
+        j->grad(hi - lo, j->x + lo, j->y + lo, j->dy + lo, j->out + lo);
+}
+
 /* y = f(x) for every dtype but float32: integers through int64 (Neg and Abs exact, wrapping
  * like numpy; Erf through double), floats through double. */
 static void unary_forward_generic(int op, const onyx_tensor *x, onyx_tensor *y, int64_t numel)
@@ -857,14 +941,14 @@ static void unary_forward_generic(int op, const onyx_tensor *x, onyx_tensor *y, 
 static void unary_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                           onyx_tensor *out)
 {
-    (void)ctx;
     const unary *p = n->priv;
     int64_t numel = onyx_numel(&out[0]);
     if (numel == 0)
         return;
-    if (in[0].dtype == ONYX_DTYPE_F32)
-        unary_defs[p->op].f32(numel, in[0].data, out[0].data);
-    else
+    if (in[0].dtype == ONYX_DTYPE_F32) {
+        unary_job j = {.f = unary_defs[p->op].f32, .x = in[0].data, .out = out[0].data};
+        onyx_parallel_for(ctx->pool, numel, 1, unary_range_f32, &j);
+    } else
         unary_forward_generic(p->op, &in[0], &out[0], numel);
 }
 
@@ -873,12 +957,16 @@ static void unary_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor 
 static void unary_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                            const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
 {
-    (void)ctx;
     const unary *p = n->priv;
     int64_t numel = onyx_numel(&out[0]);
     if (numel == 0 || dout[0].data == NULL || din[0].data == NULL || in[0].dtype != ONYX_DTYPE_F32)
         return;
-    unary_defs[p->op].grad_f32(numel, in[0].data, out[0].data, dout[0].data, din[0].data);
+    unary_job j = {.grad = unary_defs[p->op].grad_f32,
+                   .x = in[0].data,
+                   .y = out[0].data,
+                   .dy = dout[0].data,
+                   .out = din[0].data};
+    onyx_parallel_for(ctx->pool, numel, 1, unary_range_f32, &j);
 }
 
 const onyx_op_impl onyx_impl_unary = {

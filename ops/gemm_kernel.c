@@ -1109,28 +1109,16 @@ typedef struct gemm_job {
 } gemm_job;
 
 /* The m x n block of C at c (row stride ldc): c[i][j] = epi(c[i][j] + bias[j]), bias pointing at
- * the block's first column (NULL: none). One pass over the block, while it is in cache. */
+ * the block's first column (NULL: none). One pass over the block, while it is in cache: the bias
+ * as one float addition (what Gemm's C and an Add node compute), then the activation with the
+ * formula of its own op (onyx_epilogue_row_f32, ops/activation.h, vectorized). */
 static void epilogue(onyx_gemm_epilogue epi, const float *bias, float *c, int64_t ldc, int64_t m,
                      int64_t n)
 {
-    if (bias == NULL && epi == ONYX_GEMM_EPI_NONE)
+    if (bias == NULL && epi.kind == ONYX_FUSE_NONE)
         return;
-    for (int64_t i = 0; i < m; i++) {
-        float *restrict r = c + i * ldc;
-        const float *restrict bv = bias;
-        if (bias == NULL) {
-            for (int64_t j = 0; j < n; j++)
-                r[j] = r[j] < 0.0f ? 0.0f : r[j]; /* the Relu of ops/activation.c */
-        } else if (epi == ONYX_GEMM_EPI_RELU) {
-            for (int64_t j = 0; j < n; j++) {
-                float v = r[j] + bv[j];
-                r[j] = v < 0.0f ? 0.0f : v;
-            }
-        } else {
-            for (int64_t j = 0; j < n; j++)
-                r[j] += bv[j];
-        }
-    }
+    for (int64_t i = 0; i < m; i++)
+        onyx_epilogue_row_f32(&epi, bias, c + i * ldc, n);
 }
 
 /* bias + j, or NULL for no bias. */

@@ -31,6 +31,7 @@
 #ifndef ONYX_GEMM_KERNEL_H
 #define ONYX_GEMM_KERNEL_H
 
+#include "activation.h"
 #include "pool.h"
 
 #include <stdbool.h>
@@ -87,16 +88,20 @@ void onyx_gemm_f32_packed(onyx_pool *pool, bool trans_a, int64_t M, int64_t N, i
  * Fused epilogues: an element-wise function applied to each tile of C right after its last K
  * slice is added in, while the tile is still in cache (issue #4), instead of in a separate pass
  * over C. C = epi(alpha * op(A) * op(B) + beta * C): bit-identical to the plain GEMM followed by
- * the function, since the function sees the finished value of each element.
- *   ONYX_GEMM_EPI_RELU: c < 0 ? 0 : c (exactly ops/activation.c's Relu: -0 and NaN pass through).
- * A bias row (a Gemm's C of shape [N] or [1,N] with beta 1) goes in the same pass:
- * C = epi((alpha * op(A) * op(B) + beta * C) + bias[j]), bias[j] added to the finished element
- * as one float addition. This saves copying the bias into C and reloading C in the K loop.
+ * the function, since the function sees the finished value of each element and computes it with
+ * the very formula of the activation's op (ops/activation.h, shared with ops/activation.c).
+ * The epilogue is an activation (onyx_act: kind ONYX_FUSE_* and its parameters, passed by
+ * value): Relu, LeakyRelu, Sigmoid, Tanh, Gelu (both forms), HardSigmoid, HardSwish, Clip;
+ * ONYX_FUSE_NONE applies nothing. ONYX_GEMM_EPI_NONE and ONYX_GEMM_EPI_RELU are the two
+ * parameterless ones, for convenience.
+ * A bias row (a Gemm's C of shape [N] or [1,N] with beta 1, or the bias of an Add after a
+ * MatMul) goes in the same pass: C = epi((alpha * op(A) * op(B) + beta * C) + bias[j]), bias[j]
+ * added to the finished element as one float addition, as the Add node does. This saves
+ * copying the bias into C and reloading C in the K loop.
  */
-typedef enum onyx_gemm_epilogue {
-    ONYX_GEMM_EPI_NONE = 0,
-    ONYX_GEMM_EPI_RELU,
-} onyx_gemm_epilogue;
+typedef onyx_act onyx_gemm_epilogue;
+#define ONYX_GEMM_EPI_NONE ((onyx_gemm_epilogue){ONYX_FUSE_NONE, 0.0f, 0.0f})
+#define ONYX_GEMM_EPI_RELU ((onyx_gemm_epilogue){ONYX_FUSE_RELU, 0.0f, 0.0f})
 
 /* The GEMM with the best path, bias row `bias` (N floats added to every row, NULL for none) and
  * epilogue epi. op(B) comes from `packed` (as for onyx_gemm_f32_packed, with AUTO's isa) when it is not NULL, else from B (trans_b, ldb). When

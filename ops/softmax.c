@@ -9,7 +9,12 @@
  * Numerically stable: softmax = exp(x - max) / sum(exp(x - max)) and
  * log_softmax = x - max - log(sum(exp(x - max))); sums are accumulated in double.
  * Backward works from the forward output y alone (float32).
+ *
+ * Large float32 tensors are split over the session's thread pool by whole rows (the outer
+ * dim, onyx_parallel_for): each row is computed by the same code on one thread, so results do
+ * not depend on the thread count.
  */
+#include "activation.h"
 #include "ops.h"
 
 #include <math.h>
@@ -188,23 +193,45 @@ static void softmax_view(const onyx_node *n, const onyx_tensor *x, int64_t *oute
     }
 }
 
+/* The float32 loops over the outer rows [lo, hi) of (outer, len, inner), for
+ * onyx_parallel_for: forward y = softmax(x) (out = y; softmax_range_f32), or backward from the
+ * forward's output y (out = dx; softmax_backward_range_f32). */
+typedef struct softmax_job {
+    const float *x;
+    const float *y;
+    const float *dy;
+    float *out;
+    int64_t len;
+    int64_t inner;
+    bool log;
+} softmax_job;
+
+static void softmax_range_f32(void *ctx, int64_t lo, int64_t hi)
+{
+    const softmax_job *j = ctx;
+    int64_t o = lo * j->len * j->inner; /* element offset of row lo */
+    if (j->inner == 1)
+        softmax_rows_f32(j->x + o, j->out + o, hi - lo, j->len, j->log);
+    else
+        softmax_strided_f32(j->x + o, j->out + o, hi - lo, j->len, j->inner, j->log);
+}
+
 /* x, y: (a_0, ..., a_{r-1}). Spec: Softmax-13 / LogSoftmax-13, and the 2-D coercion of -1/-11. */
 static void softmax_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                             onyx_tensor *out)
 {
-    (void)ctx;
     const softmax_priv *p = n->priv;
     const onyx_tensor *x = &in[0];
     int64_t outer;
     int64_t len;
     int64_t inner;
     softmax_view(n, x, &outer, &len, &inner);
-    if (x->dtype != ONYX_DTYPE_F32)
+    if (x->dtype != ONYX_DTYPE_F32) {
         softmax_generic(x->dtype, x->data, out[0].data, outer, len, inner, p->log);
-    else if (inner == 1)
-        softmax_rows_f32(x->data, out[0].data, outer, len, p->log);
-    else
-        softmax_strided_f32(x->data, out[0].data, outer, len, inner, p->log);
+        return;
+    }
+    softmax_job j = {.x = x->data, .out = out[0].data, .len = len, .inner = inner, .log = p->log};
+    onyx_parallel_for(ctx->pool, outer, len * inner, softmax_range_f32, &j);
 }
 
 /*
@@ -280,12 +307,22 @@ static void softmax_strided_backward_f32(const float *restrict y, const float *r
     }
 }
 
+static void softmax_backward_range_f32(void *ctx, int64_t lo, int64_t hi)
+{
+    const softmax_job *j = ctx;
+    int64_t o = lo * j->len * j->inner; /* element offset of row lo */
+    if (j->inner == 1)
+        softmax_rows_backward_f32(j->y + o, j->dy + o, j->out + o, hi - lo, j->len, j->log);
+    else
+        softmax_strided_backward_f32(j->y + o, j->dy + o, j->out + o, hi - lo, j->len, j->inner,
+                                     j->log);
+}
+
 /* Gradient w.r.t. the input from the forward output (no saved memory needed); same views as
  * softmax_forward, float32. */
 static void softmax_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                              const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
 {
-    (void)ctx;
     const softmax_priv *p = n->priv;
     if (din[0].data == NULL || dout[0].data == NULL)
         return;
@@ -293,11 +330,13 @@ static void softmax_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tens
     int64_t len;
     int64_t inner;
     softmax_view(n, &in[0], &outer, &len, &inner);
-    if (inner == 1)
-        softmax_rows_backward_f32(out[0].data, dout[0].data, din[0].data, outer, len, p->log);
-    else
-        softmax_strided_backward_f32(out[0].data, dout[0].data, din[0].data, outer, len, inner,
-                                     p->log);
+    softmax_job j = {.y = out[0].data,
+                     .dy = dout[0].data,
+                     .out = din[0].data,
+                     .len = len,
+                     .inner = inner,
+                     .log = p->log};
+    onyx_parallel_for(ctx->pool, outer, len * inner, softmax_backward_range_f32, &j);
 }
 
 const onyx_op_impl onyx_impl_softmax = {

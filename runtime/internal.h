@@ -221,15 +221,38 @@ typedef struct onyx_kctx {
      * accepted, packed once by impl->pack into session memory. forward uses it instead of that
      * input's data when it is not NULL (the input's tensor is still passed, shape and data). */
     const void *packed;
-    /* Inference runs only (ONYX_FUSE_NONE otherwise): the activation node that directly follows
-     * this one and reads only its first output, which forward computes too: out[0] is then the
-     * activation's output (same shape and dtype), and forward writes act(result) into it,
-     * bit-identical to running the two nodes. Only ops with ONYX_OPF_FUSE_RELU get it. */
+    /* Inference runs only (ONYX_FUSE_NONE and NULL otherwise): nodes right after this one that
+     * read only its first output (a chain), which forward computes too: out[0] is then the
+     * last one's output (same shape and dtype, float32), and forward writes into it
+     * act(result + fuse_bias), bit-identical to running the nodes. fuse: the activation
+     * (ONYX_FUSE_*, ops with ONYX_OPF_FUSE_ACT only), with its parameters fuse_alpha and
+     * fuse_beta; fuse_bias: an Add's bias row, N floats (N = out[0]'s last dim) added to every
+     * row of the result before the activation (ops with ONYX_OPF_FUSE_BIAS only), or NULL. */
     int fuse;
+    float fuse_alpha;
+    float fuse_beta;
+    const float *fuse_bias;
 } onyx_kctx;
 
-/* Values of onyx_kctx.fuse. */
-enum { ONYX_FUSE_NONE = 0, ONYX_FUSE_RELU = 1 };
+/* Values of onyx_kctx.fuse: the float32 activations a fused Gemm or MatMul applies to its result
+ * (formulas: ops/activation.h) and the meaning of fuse_alpha and fuse_beta for each. */
+enum {
+    ONYX_FUSE_NONE = 0,
+    ONYX_FUSE_RELU = 1,
+    ONYX_FUSE_LEAKYRELU,   /* alpha */
+    ONYX_FUSE_SIGMOID,
+    ONYX_FUSE_TANH,
+    ONYX_FUSE_GELU,        /* Gelu, approximate "none" */
+    ONYX_FUSE_GELU_TANH,   /* Gelu, approximate "tanh" */
+    ONYX_FUSE_HARDSIGMOID, /* alpha, beta */
+    ONYX_FUSE_HARDSWISH,
+    ONYX_FUSE_CLIP,        /* alpha = min, beta = max (-inf, +inf when omitted) */
+};
+/* (ops/activation.c) The ONYX_FUSE_* kind node n computes on float32, or ONYX_FUSE_NONE when it
+ * is no activation a GEMM can apply. in NULL: from the node alone (at session creation), with
+ * *alpha and *beta untouched. Else in holds the node's inputs as they are for a run (shapes and
+ * data; X float32): sets *alpha and *beta too (Clip reads its min and max there). */
+int onyx_act_fusable(const onyx_node *n, const onyx_tensor *in, float *alpha, float *beta);
 
 enum {
     ONYX_OPF_SHAPE_ONLY = 1u << 0, /* forward reads only the inputs' dims, never their data */
@@ -243,8 +266,10 @@ enum {
     ONYX_OPF_CUSTOM = 1u << 4,
     /* backward honours ctx->grad_fresh (writes fresh gradients instead of accumulating). */
     ONYX_OPF_GRAD_FRESH = 1u << 6,
-    /* forward can apply a following Relu itself (onyx_kctx.fuse) for float32 outputs. */
-    ONYX_OPF_FUSE_RELU = 1u << 5,
+    /* forward can apply a following activation itself (onyx_kctx.fuse) for float32 outputs. */
+    ONYX_OPF_FUSE_ACT = 1u << 5,
+    /* forward can add a following Add's bias row itself (onyx_kctx.fuse_bias), float32. */
+    ONYX_OPF_FUSE_BIAS = 1u << 7,
 };
 
 /*
@@ -483,12 +508,19 @@ struct onyx_session {
     void **packed;
     int *packed_in;
     bool packed_done;
-    /* fuse_next[i]: node i may compute node i + 1 too (a Relu reading only node i's first output,
-     * node i having ONYX_OPF_FUSE_RELU): decided from the graph at creation. Whether a run fuses
-     * is decided per run (inference only; the intermediate value must not be wanted, bound or a
-     * graph output). plan.c makes the Relu's output live from node i, so that it never shares
-     * memory with node i's inputs. */
-    bool *fuse_next;
+    /* fusion[i]: what node i may compute of the nodes after it, decided from the graph at
+     * creation (runtime/session.c): nodes i + 1 ... i + n_fused (0 to 2), a chain in which
+     * each node reads only the previous one's first output, which nothing else reads and which
+     * is no graph output: an Add of a bias row (node i with ONYX_OPF_FUSE_BIAS; bias is the
+     * value index of the row, else -1), then an activation (node i with ONYX_OPF_FUSE_ACT;
+     * act true). Whether a run fuses is decided per run (onyx_plan_fused). plan.c makes the
+     * chain's last output live from node i, so that it never shares memory with node i's
+     * inputs, and gives the outputs before it, never written, its block. */
+    struct onyx_fusion {
+        int n_fused;
+        int bias;
+        bool act;
+    } *fusion;
     onyx_log_fn log;
     void *log_user;
     char errmsg[ONYX_ERRMSG_SIZE];
@@ -552,10 +584,11 @@ void onyx_plan_end(onyx_session *s);
 void onyx_plan_memory_stats(const onyx_planner *p, size_t *arena, size_t *naive);
 /* True when the size bytes at ptr overlap the arena (or the one replaced by the last run). */
 bool onyx_plan_owns(const onyx_planner *p, const void *ptr, size_t size);
-/* After onyx_plan_begin: node i computes node i + 1 too in this run (s->fuse_next[i], and its
- * output, of dtype dt, is float32 and lives only until that Relu reads it: not kept, asked
- * for, bound or a graph output). The plan then gives node i's output the Relu's block (it is
- * never written) and the Relu's output a lifetime from node i. */
+/* After onyx_plan_begin: node i computes nodes i + 1 ... i + s->fusion[i].n_fused too in this
+ * run (its output, of dtype dt, is float32, and it and the chain's other outputs but the last
+ * live only until the next node of the chain reads them: not kept, asked for, bound or a graph
+ * output). The plan then gives those outputs the last one's block (they are never written) and
+ * the last one a lifetime from node i. */
 bool onyx_plan_fused(const onyx_session *s, int i, onyx_dtype dt);
 
 /* ---- custom operators and logging (runtime/plugin.c) --------------------------------------- */

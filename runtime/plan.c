@@ -24,10 +24,11 @@
  * everything, the run goes ahead with one buffer per value (the session's own, as before
  * planning) and its actual shapes make the plan for next time.
  *
- * A Gemm fused with the Relu after it (onyx_plan_fused) writes the Relu's output directly: that
- * output lives from the Gemm's node (not the Relu's), so it never shares bytes with the Gemm's
- * inputs, and the Gemm's own output, never written, gets no block of its own (it is given the
- * Relu's), so a fused MLP needs two layers' worth of memory, not three.
+ * A Gemm or MatMul fused with the nodes after it (onyx_plan_fused: a bias Add, an activation)
+ * writes the last one's output directly: that output lives from the Gemm's node (not the last
+ * one's), so it never shares bytes with the Gemm's inputs, and the outputs before it in the
+ * chain, never written, get no block of their own (they are given the last one's), so a fused
+ * MLP needs two layers' worth of memory, not three or four.
  *
  * Placement is greedy by size with best fit (TensorFlow Lite's GreedyBySize): blocks are taken
  * from largest to smallest, and each goes into the smallest gap, among the blocks already placed
@@ -206,9 +207,13 @@ void onyx_plan_want(onyx_planner *p, int v, bool want)
 
 bool onyx_plan_fused(const onyx_session *s, int i, onyx_dtype dt)
 {
-    if (s->fuse_next == NULL || !s->fuse_next[i])
+    if (s->fusion == NULL || s->fusion[i].n_fused == 0 || dt != ONYX_DTYPE_F32)
         return false;
-    return s->plan->key[s->m->nodes[i].out[0]] == CLS_ARENA && dt == ONYX_DTYPE_F32;
+    /* every output of the chain but the last lives only until the next node reads it */
+    for (int j = 0; j < s->fusion[i].n_fused; j++)
+        if (s->plan->key[s->m->nodes[i + j].out[0]] != CLS_ARENA)
+            return false;
+    return true;
 }
 
 void onyx_plan_memory_stats(const onyx_planner *p, size_t *arena, size_t *naive)
@@ -302,14 +307,34 @@ static plan_slot *victim(onyx_planner *p)
     return best;
 }
 
-/* Node i (pn) computes the Relu after it in this run, into the arena: its own output is never
- * written and needs no block of its own (it gets the Relu's, same shape). */
-static bool fused_away(const onyx_planner *p, const onyx_session *s, const onyx_tensor *shape,
-                       int pn)
+/* Longest chain of nodes a node computes after itself (struct onyx_fusion: Add, activation). */
+#define MAX_FUSED 2
+
+/* The node that computes node pn in this run as the head of a fused chain (onyx_plan_fused):
+ * pn itself when it is one (fused or not, it runs), or a node just before it; -1 for none. */
+static int chain_head(const onyx_session *s, const onyx_tensor *shape, int pn)
 {
-    if (pn < 0 || !onyx_plan_fused(s, pn, shape[s->m->nodes[pn].out[0]].dtype))
-        return false;
-    return (p->key[s->m->nodes[pn + 1].out[0]] & 3) == CLS_ARENA;
+    for (int h = pn; h >= 0 && h >= pn - MAX_FUSED; h--) {
+        int k = s->fusion[h].n_fused;
+        if (k > 0 && h + k >= pn && onyx_plan_fused(s, h, shape[s->m->nodes[h].out[0]].dtype))
+            return h;
+    }
+    return -1;
+}
+
+/* When node pn's output is never written in this run (a fused chain computes it and writes only
+ * the chain's last output, which is in the arena): the node whose output's block it shares
+ * (same shape); else -1. */
+static int fused_into(const onyx_planner *p, const onyx_session *s, const onyx_tensor *shape,
+                      int pn)
+{
+    int h = pn >= 0 ? chain_head(s, shape, pn) : -1;
+    if (h < 0)
+        return -1;
+    int last = h + s->fusion[h].n_fused;
+    if (pn == last || (p->key[s->m->nodes[last].out[0]] & 3) != CLS_ARENA)
+        return -1;
+    return last;
 }
 
 /* Plans the run of key p->key into sl, with shape[v] the shape of every arena value. */
@@ -360,15 +385,16 @@ static bool build(onyx_planner *p, const onyx_session *s, plan_slot *sl, const o
             return false;
         naive += size;
         int pn = m->values[v].producer;
-        if (fused_away(p, s, shape, pn))
-            continue; /* shares the Relu's block, below */
+        if (fused_into(p, s, shape, pn) >= 0)
+            continue; /* shares the chain's last block, below */
         onyx_plan_block *b = &p->blocks[n_blocks++];
         b->size = size;
         b->first = pn;
-        /* A Relu computed by the node before it (onyx_plan_fused) is written by that node:
-         * alive from there, so never sharing bytes with that node's inputs. */
-        if (pn > 0 && onyx_plan_fused(s, pn - 1, shape[m->nodes[pn - 1].out[0]].dtype))
-            b->first--;
+        /* An output computed by the head of a fused chain (onyx_plan_fused) is written by that
+         * node: alive from there, so never sharing bytes with that node's inputs. */
+        int h = pn >= 0 ? chain_head(s, shape, pn) : -1;
+        if (h >= 0)
+            b->first = h;
         b->last = (p->key[v] & CLS_KEEP) ? m->n_nodes : p->last[v];
         b->offset = 0;
         b->id = v;
@@ -379,9 +405,10 @@ static bool build(onyx_planner *p, const onyx_session *s, plan_slot *sl, const o
         sl->offset[p->blocks[k].id] = p->blocks[k].offset;
     }
     for (int i = 0; i < m->n_nodes; i++) {
-        if (fused_away(p, s, shape, i)) { /* the same shape as the Relu's output */
+        int last = fused_into(p, s, shape, i);
+        if (last >= 0) { /* the same shape as the chain's last output */
             int y = m->nodes[i].out[0];
-            int r = m->nodes[i + 1].out[0];
+            int r = m->nodes[last].out[0];
             sl->size[y] = sl->size[r];
             sl->offset[y] = sl->offset[r];
         }

@@ -16,11 +16,13 @@
  * Inference runs (onyx_session_run/_run_bound, not training) go faster in two ways (issue #4),
  * with bit-identical results: the first such run packs every constant weight that an op asks
  * for (impl->pack_size: Gemm's and MatMul's float32 B) once into session memory, which costs
- * one extra copy of each such weight for the session's lifetime; and a Gemm or MatMul directly
- * followed by a Relu that is the only reader of its output computes the Relu itself, in the
- * GEMM's epilogue, skipping the Relu node and its pass over memory (not when the output
- * between them is asked for, bound or a graph output). Runs through onyx_session_forward and
- * training sessions do neither: their weights change and backward reads the pre-activations.
+ * one extra copy of each such weight for the session's lifetime; and a Gemm or MatMul computes
+ * the nodes right after it that only read its result (find_fusions): for a MatMul the Add of a
+ * constant bias row (PyTorch's Linear), then for both an activation (Relu, LeakyRelu, Sigmoid,
+ * Tanh, Gelu, HardSigmoid, HardSwish, Clip), in the GEMM's epilogue (ops/gemm.c), skipping
+ * those nodes, their passes over memory and their buffers (not when an output between them is
+ * asked for, bound or a graph output). Runs through onyx_session_forward and training sessions
+ * do neither: their weights change and backward reads the pre-activations.
  */
 #include "internal.h"
 #include "pool.h"
@@ -47,32 +49,85 @@ static bool is_onnx_op(const onyx_node *n, const char *op_type)
            strcmp(n->op_type, op_type) == 0;
 }
 
-/* s->fuse_next from the graph: node i (ONYX_OPF_FUSE_RELU) directly followed by a Relu whose
- * only input is node i's first output, which no other node reads. Models with a graph-level op
- * (which may read any value) fuse nothing. */
+/* Node r reads value y (the chain's last output so far) as the next link of a fused chain: y has
+ * no other reader (readers[v]: how many inputs of nodes are value v) and is no graph output, and
+ * r has one output. */
+static bool chain_link(const onyx_model *m, const int *readers, const onyx_node *r, int y)
+{
+    return readers[y] == 1 && !m->values[y].is_graph_output && r->n_out == 1 && r->out[0] >= 0;
+}
+
+/* Whether node a (an Add reading value y) adds a bias row that a GEMM's epilogue can add in its
+ * place: its other input is a float32 initializer of shape [N] or [1,N], N the last dim of
+ * y = MatMul(A, B), B's last dim as known from the graph (B rank >= 2), and the sum has y's shape
+ * ([1,N] needs y of rank >= 2). Sets *bias to the value index of the row. */
+static bool bias_add(const onyx_model *m, const onyx_node *mm, const onyx_node *a, int y, int *bias)
+{
+    if (!is_onnx_op(a, "Add") || a->opset < 7 || a->n_in != 2 || mm->n_in < 2 || mm->in[1] < 0)
+        return false;
+    int other = a->in[0] == y ? a->in[1] : a->in[0];
+    if ((a->in[0] == y) == (a->in[1] == y) || other < 0)
+        return false;
+    const onyx_value *b = &m->values[other];
+    const onyx_tensor *w = &m->values[mm->in[1]].info;
+    const onyx_tensor *yt = &m->values[y].info;
+    if (b->kind != ONYX_VALUE_INITIALIZER || b->is_graph_input || b->info.dtype != ONYX_DTYPE_F32 ||
+        w->rank < 2 || w->dims[w->rank - 1] < 1)
+        return false;
+    int64_t N = w->dims[w->rank - 1];
+    bool row = (b->info.rank == 1 && b->info.dims[0] == N) ||
+               (b->info.rank == 2 && b->info.dims[0] == 1 && b->info.dims[1] == N && yt->rank >= 2);
+    if (row)
+        *bias = other;
+    return row;
+}
+
+/* s->fusion from the graph (see struct onyx_session): for each node with ONYX_OPF_FUSE_BIAS or
+ * ONYX_OPF_FUSE_ACT, the chain of nodes right after it that its GEMM epilogue can compute: a bias
+ * Add (bias_add), then an activation (onyx_act_fusable), each reading only the previous output.
+ * Models with a graph-level op (which may read any value) fuse nothing. */
 static onyx_status find_fusions(onyx_session *s)
 {
     const onyx_model *m = s->m;
-    s->fuse_next = onyx_calloc((size_t)m->n_nodes + 1, sizeof(bool));
-    if (s->fuse_next == NULL)
+    s->fusion = onyx_calloc((size_t)m->n_nodes + 1, sizeof(*s->fusion));
+    if (s->fusion == NULL)
         return ONYX_ERR_NOMEM;
+    for (int i = 0; i < m->n_nodes; i++)
+        s->fusion[i].bias = -1;
     for (int i = 0; i < m->n_nodes; i++)
         if (m->nodes[i].impl->flags & ONYX_OPF_GRAPH)
             return ONYX_OK;
+    int *readers = onyx_calloc((size_t)m->n_values + 1, sizeof(int));
+    if (readers == NULL)
+        return ONYX_ERR_NOMEM;
+    for (int k = 0; k < m->n_nodes; k++)
+        for (int j = 0; j < m->nodes[k].n_in; j++)
+            if (m->nodes[k].in[j] >= 0)
+                readers[m->nodes[k].in[j]]++;
     for (int i = 0; i + 1 < m->n_nodes; i++) {
         const onyx_node *n = &m->nodes[i];
-        const onyx_node *r = &m->nodes[i + 1];
-        if (!(n->impl->flags & ONYX_OPF_FUSE_RELU) || n->n_out != 1 || n->out[0] < 0 ||
-            !is_onnx_op(r, "Relu") || r->n_in != 1 || r->in[0] != n->out[0] || r->n_out != 1 ||
-            r->out[0] < 0)
+        struct onyx_fusion *f = &s->fusion[i];
+        unsigned flags = n->impl->flags;
+        if (!(flags & (ONYX_OPF_FUSE_ACT | ONYX_OPF_FUSE_BIAS)) || n->n_out != 1 || n->out[0] < 0)
             continue;
-        int y = n->out[0];
-        int readers = 0;
-        for (int k = 0; k < m->n_nodes; k++)
-            for (int j = 0; j < m->nodes[k].n_in; j++)
-                readers += m->nodes[k].in[j] == y;
-        s->fuse_next[i] = readers == 1 && !m->values[y].is_graph_output;
+        int y = n->out[0]; /* the chain's current end */
+        const onyx_node *r = &m->nodes[i + 1];
+        if ((flags & ONYX_OPF_FUSE_BIAS) && chain_link(m, readers, r, y) &&
+            bias_add(m, n, r, y, &f->bias)) {
+            f->n_fused = 1;
+            y = r->out[0];
+            r = i + 2 < m->n_nodes ? &m->nodes[i + 2] : NULL;
+        }
+        float alpha;
+        float beta;
+        if ((flags & ONYX_OPF_FUSE_ACT) && r != NULL && r->n_in >= 1 && r->in[0] == y &&
+            chain_link(m, readers, r, y) &&
+            onyx_act_fusable(r, NULL, &alpha, &beta) != ONYX_FUSE_NONE) {
+            f->n_fused++;
+            f->act = true;
+        }
     }
+    free(readers);
     return ONYX_OK;
 }
 
@@ -194,7 +249,7 @@ void onyx_session_destroy(onyx_session *s)
             free(s->packed[i]);
     free(s->packed);
     free(s->packed_in);
-    free(s->fuse_next);
+    free(s->fusion);
     free(s->saved);
     free(s->saved_cap);
     free(s->scratch);
@@ -521,13 +576,44 @@ static onyx_status prepare_node(onyx_session *s, int i)
     return ONYX_OK;
 }
 
-/* Node i computes node i + 1 (a Relu) too in this run: an inference run, and the plan says so
- * (onyx_plan_fused: the value between them is float32 and not kept, asked for or bound). */
-static bool fuse_now(const onyx_session *s, int i, bool infer_run)
+/* How many nodes after node i it computes too in this run (0: none): an inference run, and
+ * the plan says so (onyx_plan_fused: the values between them are float32 and not kept, asked
+ * for or bound). */
+static int fuse_now(const onyx_session *s, int i, bool infer_run)
 {
-    if (!infer_run || !s->fuse_next[i])
-        return false;
-    return onyx_plan_fused(s, i, s->out[0].dtype);
+    if (!infer_run || s->fusion[i].n_fused == 0 || !onyx_plan_fused(s, i, s->out[0].dtype))
+        return 0;
+    return s->fusion[i].n_fused;
+}
+
+/* Node i computes the k nodes after it in this run: prepares them (their inputs, inferred
+ * outputs and memory; the last one's output is the one node i writes), reads the activation's
+ * parameters, and sets s->in and s->out[0] for node i. */
+static onyx_status prepare_fused(onyx_session *s, int i, int k, onyx_kctx *ctx)
+{
+    const onyx_model *m = s->m;
+    const onyx_node *n = &m->nodes[i];
+    const struct onyx_fusion *f = &s->fusion[i];
+    for (int j = 1; j <= k; j++) {
+        onyx_status st = prepare_node(s, i + j);
+        if (st != ONYX_OK)
+            return st;
+    }
+    if (f->act)
+        ctx->fuse = onyx_act_fusable(&m->nodes[i + k], s->in, &ctx->fuse_alpha, &ctx->fuse_beta);
+    if (f->bias >= 0)
+        ctx->fuse_bias = s->vals[f->bias].data;
+    onyx_tensor r = s->out[0];
+    /* What the graph promised (bias_add): the chain keeps node i's shape. */
+    if (!onyx_shape_equal(&r, &s->vals[n->out[0]]))
+        return onyx_session_fail(s, ONYX_ERR_INTERNAL,
+                                 "node \"%s\" (%s): fused nodes change its output's shape", n->name,
+                                 n->op_type);
+    for (int j = 0; j < n->n_in; j++)
+        if (n->in[j] >= 0)
+            s->in[j] = s->vals[n->in[j]];
+    s->out[0] = r;
+    return ONYX_OK;
 }
 
 /* Runs every node not folded at load. keep_all: every value survives the run. Inference runs
@@ -556,17 +642,12 @@ static onyx_status run_nodes(onyx_session *s, bool keep_all)
             return st;
         onyx_kctx ctx = {
             .mode = s->mode, .rng = &s->rng, .session = s, .err = &err, .pool = s->pool};
-        if (fuse_now(s, i, infer_run)) {
-            /* Node i writes the Relu's output: prepare the Relu, then node i again. */
-            st = prepare_node(s, i + 1);
+        int fused = fuse_now(s, i, infer_run);
+        if (fused > 0) {
+            /* Node i writes the chain's last output: prepare the chain, then node i again. */
+            st = prepare_fused(s, i, fused, &ctx);
             if (st != ONYX_OK)
                 return st;
-            onyx_tensor r = s->out[0];
-            for (int j = 0; j < n->n_in; j++)
-                if (n->in[j] >= 0)
-                    s->in[j] = s->vals[n->in[j]];
-            s->out[0] = r;
-            ctx.fuse = ONYX_FUSE_RELU;
         }
         if (infer_run && s->packed != NULL && s->packed[i] != NULL &&
             s->bound[n->in[s->packed_in[i]]] == NULL)
@@ -578,8 +659,7 @@ static onyx_status run_nodes(onyx_session *s, bool keep_all)
         n->impl->forward(n, &ctx, s->in, s->out);
         if ((n->impl->flags & ONYX_OPF_GRAPH) && err.code != ONYX_OK)
             return onyx_session_fail(s, err.code, "%s", err.msg);
-        if (ctx.fuse != ONYX_FUSE_NONE)
-            i++; /* the Relu is done */
+        i += fused; /* the fused nodes are done */
     }
     onyx_plan_end(s);
     return ONYX_OK;

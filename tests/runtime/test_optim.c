@@ -120,7 +120,8 @@ static void test_norm(void)
 
 /* Buffers of several chunks (runtime/optim.c runs them on the pool in chunks of 32768 floats):
  * the norm and every optimizer give the same bits on 1 and 3 threads, the norm matches a long
- * double reference, and plain SGD matches p - lr * g element by element. */
+ * double reference (to 1e-6: squares are summed 16 at a time in float), and plain SGD matches
+ * p - lr * g element by element. */
 static void test_pooled(void)
 {
     enum { N = 3 * 32768 + 1237 };
@@ -144,7 +145,7 @@ static void test_pooled(void)
     double n1 = onyx_grad_norm(NULL, g, N);
     double n3 = onyx_grad_norm(pool, g, N);
     CHECK(memcmp(&n1, &n3, sizeof n1) == 0);
-    CHECK_NEAR_TOL(n1, (double)sqrtl(ref), 0, 1e-12);
+    CHECK_NEAR_TOL(n1, (double)sqrtl(ref), 0, 1e-6); /* float lanes of 16 squares */
     onyx_optim_config c = config(ONYX_OPTIMIZER_SGD);
     onyx_optim_update(pool, &c, 0.1f, 1, p[1], g, m[1], v[1], N);
     int exact = 0;

@@ -82,7 +82,7 @@ typedef void (*small_fn)(bool trans_a, bool trans_b, int64_t M, int64_t n0, int6
 
 /* The micro-kernel for m <= direct_rows rows read in place from op(A) (row i, depth k at
  * a[i*a_rs + k*a_cs]) instead of a packed panel: the same sums in the same order, so the same
- * bits as `kernel`, without packing A. For M <= JR_OUTER_ROWS with a pre-packed B. */
+ * bits as `kernel`, without packing A. With a pre-packed B, see DIRECT_MAX_ROWS. */
 typedef void (*direct_fn)(int64_t m, int64_t kc, const float *a, int64_t a_rs, int64_t a_cs,
                           const float *restrict b, const float *pf, float *restrict c,
                           int64_t ldc, int64_t n, float alpha, float beta);
@@ -1130,6 +1130,12 @@ static const float *bias_at(const float *bias, int64_t j)
 /* Row blocks up to this many rows run the micro-kernels B panel by B panel (jr outside ir); taller
  * ones row panel by row panel (ir outside jr, measured faster for large squares). */
 #define JR_OUTER_ROWS 64
+/* With a pre-packed B, products of up to JR_OUTER_ROWS rows read A in place (the direct kernel)
+ * instead of packing it; up to DIRECT_MAX_ROWS rows too when B has at most DIRECT_MAX_B floats.
+ * Measured at batch 256 (onyx bench): 784x512 and smaller weights 3-4% faster in place, 1024x4096
+ * and larger 4-8% slower (their packed path keeps a block of A in L1 for a whole block of B). */
+#define DIRECT_MAX_ROWS 256
+#define DIRECT_MAX_B ((int64_t)1 << 20)
 
 /* One micro-tile from packed panels. Edge tiles of at most 8 rows run the direct kernel on the
  * packed panel (row r, depth k at a[k*mr + r]): the same sums as the full kernel, without the
@@ -1236,7 +1242,10 @@ static void gemm_task(void *ctx, int64_t task)
         return;
     }
     if (job->direct) {
-        gemm_rect(job, 0, job->M, lo, hi, NULL, NULL);
+        if (job->split_m)
+            gemm_rect(job, lo, hi, 0, job->N, NULL, NULL);
+        else
+            gemm_rect(job, 0, job->M, lo, hi, NULL, NULL);
         return;
     }
     float *ap = job->ws + (size_t)task * job->ws_per_task;
@@ -1303,13 +1312,18 @@ static void gemm_run(const gemm_arch *ar, onyx_pool *pool, const float *bias,
         onyx_pool_run(run_pool, n_tasks, gemm_task, &job);
         return;
     }
-    /* With B pre-packed and A read in place (up to JR_OUTER_ROWS rows, where the packed path
-     * would pack all of A's rows once per K slice and run the same loop order): nothing to pack,
-     * columns go round the tasks. Gathering A into panels cost 5% of a batch-64 MLP. */
+    /* With B pre-packed and A read in place (see DIRECT_MAX_ROWS): nothing to pack.
+     * Gathering A into panels cost 5% of a batch-64 MLP. Tasks take columns, or rows when there
+     * are enough to go round (as the packed path below): with columns, a narrow layer (N = 10)
+     * would leave threads idle. */
     if (packed != NULL && ar->direct != NULL &&
-        (M <= SMALL_M_MAX || (ar->direct_rows >= ar->mr && M <= JR_OUTER_ROWS))) {
+        (M <= SMALL_M_MAX ||
+         (ar->direct_rows >= ar->mr &&
+          (M <= JR_OUTER_ROWS || (M <= DIRECT_MAX_ROWS && N * K <= DIRECT_MAX_B))))) {
         job.direct = true;
-        int64_t n_tasks = split(N, ar->nr, threads, &job.task_len);
+        job.split_m = threads > 1 && M >= 4 * ar->mr * threads;
+        int64_t n_tasks = job.split_m ? split(M, SMALL_M_MAX, threads, &job.task_len)
+                                      : split(N, ar->nr, threads, &job.task_len);
         onyx_pool_run(run_pool, n_tasks, gemm_task, &job);
         return;
     }

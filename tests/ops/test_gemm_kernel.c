@@ -269,12 +269,14 @@ static void test_thread_invariance(void)
 }
 
 /* Pre-packed op(B): every isa and transpose form against the reference, and thread
- * invariance; M <= 8 reads A in place (the direct kernel). */
+ * invariance; up to 256 rows read A in place (the direct kernel; tasks split columns, or rows
+ * from 4 * mr per thread), more rows pack it. */
 static void test_packed(void)
 {
-    static const int64_t shapes[][3] = {{1, 1, 1},    {3, 100, 70},     {64, 97, 300},
-                                        {9, 33, 513}, {230, 1030, 260}, {8, 200, 300},
-                                        {5, 1100, 40}};
+    static const int64_t shapes[][3] = {{1, 1, 1},       {3, 100, 70},    {64, 97, 300},
+                                        {9, 33, 513},    {230, 1030, 260}, {8, 200, 300},
+                                        {5, 1100, 40},   {256, 10, 129},  {257, 70, 64},
+                                        {113, 45, 31}};
     int n = 0;
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         for (int t = 0; t < 4; t++, n++) {

@@ -42,7 +42,7 @@ fi
 
 # ---- onyx and the helpers ------------------------------------------------------------------------
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S . -B "$BUILD_DIR" >/dev/null
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD_DIR" -j"$jobs" >/dev/null
 mkdir -p "$BENCH_DIR"
 cflags="-std=c11 -O2 -D_POSIX_C_SOURCE=200809L -Wall -Wextra"

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 onyx_install_deps
 
 build=${ONYX_BUILD_DIR:-build} # another build folder may be given, e.g. ONYX_BUILD_DIR=build-asan
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
 onyx=$build/onyx
 out=$build/demo

@@ -12,6 +12,8 @@
 #include "gemm_kernel.h"
 #include "ops.h"
 
+#include <float.h>
+#include <math.h>
 #include <string.h>
 
 /* ---- the internal GEMM -------------------------------------------------------------------- */
@@ -300,12 +302,85 @@ static void gemm_forward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *
  * was broadcast to (M, N): scalar, [N], [1,N], [M,1] or [M,N]; nothing when beta == 0, since
  * forward then ignores C.
  */
+/* db = alpha * (op(A)^T dY, laid out as B) + beta * db: the weight gradient of a Gemm node, or
+ * with alpha = -lr and db = B a plain SGD step on B (onyx_gemm_sgd_step). */
+static void gemm_grad_b(const gemm_priv *p, onyx_pool *pool, const onyx_tensor *in,
+                        const onyx_tensor *out, const float *dy, float alpha, float beta, float *db)
+{
+    int64_t M = out[0].dims[0];
+    int64_t N = out[0].dims[1];
+    int64_t K = in[0].dims[p->trans_a ? 0 : 1];
+    int64_t lda = in[0].dims[1];
+    int64_t ldb = in[1].dims[1];
+    const float *a = in[0].data;
+    if (!p->trans_b) /* (K, N) = op(A)^T (K, M) . dY (M, N) */
+        onyx_gemm_f32(pool, !p->trans_a, false, K, N, M, alpha, a, lda, dy, N, beta, db, ldb);
+    else /* (N, K) = dY^T (N, M) . op(A) (M, K) */
+        onyx_gemm_f32(pool, true, p->trans_a, N, K, M, alpha, dy, N, a, lda, beta, db, ldb);
+}
+
+bool onyx_gemm_sgd_fusable(const onyx_node *n)
+{
+    const gemm_priv *p = n->priv;
+    return n->impl == &onyx_impl_gemm && p != NULL && p->alpha == 1.0f;
+}
+
+/* Largest |x| of n floats; infinity when one is not finite. 16 lanes, so that it vectorises:
+ * a lane's x - x sum stays 0 until an element is infinite or NaN. */
+static double max_abs(const float *restrict x, int64_t n)
+{
+    float top[16] = {0};
+    float bad[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++) {
+            float v = fabsf(x[i + k]);
+            top[k] = v > top[k] ? v : top[k];
+            bad[k] += x[i + k] - x[i + k];
+        }
+    for (; i < n; i++) {
+        float v = fabsf(x[i]);
+        top[0] = v > top[0] ? v : top[0];
+        bad[0] += x[i] - x[i];
+    }
+    float m = 0.0f;
+    float z = 0.0f;
+    for (int k = 0; k < 16; k++) {
+        m = top[k] > m ? top[k] : m;
+        z += bad[k];
+    }
+    return z == 0.0f ? (double)m : INFINITY;
+}
+
+bool onyx_gemm_sgd_ready(const onyx_node *n, const onyx_tensor *in, const onyx_tensor *out,
+                         const float *dy)
+{
+    int64_t M = out[0].dims[0];
+    if (!onyx_gemm_sgd_fusable(n) || in[0].dtype != ONYX_DTYPE_F32 || M > onyx_gemm_depth())
+        return false;
+    /* every |dB| element <= M * max|A| * max|dY|: finite with room to spare */
+    double bound = (double)M * max_abs(in[0].data, onyx_numel(&in[0])) *
+                   max_abs(dy, onyx_numel(&out[0]));
+    return bound < (double)FLT_MAX / 4.0;
+}
+
+void onyx_gemm_sgd_step(const onyx_node *n, onyx_pool *pool, const onyx_tensor *in,
+                        const onyx_tensor *out, const float *dy, float lr, float *b)
+{
+    gemm_grad_b(n->priv, pool, in, out, dy, -lr, 1.0f, b);
+}
+
+void onyx_gemm_weight_grad(const onyx_node *n, onyx_pool *pool, const onyx_tensor *in,
+                           const onyx_tensor *out, const float *dy, float *db)
+{
+    const gemm_priv *p = n->priv;
+    gemm_grad_b(p, pool, in, out, dy, p->alpha, 0.0f, db);
+}
+
 static void gemm_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor *in,
                           const onyx_tensor *out, const onyx_tensor *dout, onyx_tensor *din)
 {
-    (void)ctx;
     const gemm_priv *p = n->priv;
-    const float *a = in[0].data;
     const float *b = in[1].data;
     const float *dy = dout[0].data;
     if (dy == NULL)
@@ -329,13 +404,8 @@ static void gemm_backward(const onyx_node *n, onyx_kctx *ctx, const onyx_tensor 
         else /* (K, M) = op(B) (K, N) . dY^T (N, M) */
             onyx_gemm_f32(ctx->pool, tb, true, K, M, N, alpha, b, ldb, dy, N, beta_a, da, lda);
     }
-    float *db = din[1].data;
-    if (db != NULL) {
-        if (!tb) /* (K, N) = op(A)^T (K, M) . dY (M, N) */
-            onyx_gemm_f32(ctx->pool, !ta, false, K, N, M, alpha, a, lda, dy, N, beta_b, db, ldb);
-        else /* (N, K) = dY^T (N, M) . op(A) (M, K) */
-            onyx_gemm_f32(ctx->pool, true, ta, N, K, M, alpha, dy, N, a, lda, beta_b, db, ldb);
-    }
+    if (din[1].data != NULL)
+        gemm_grad_b(p, ctx->pool, in, out, dy, alpha, beta_b, din[1].data);
     float *dc = onyx_node_has_in(n, 2) ? din[2].data : NULL;
     if (dc != NULL && (ctx->grad_fresh & 4u))
         memset(dc, 0, onyx_nbytes(&din[2]));

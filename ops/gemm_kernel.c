@@ -1081,6 +1081,11 @@ static const gemm_arch *arch_for(onyx_gemm_isa isa)
     }
 }
 
+int64_t onyx_gemm_depth(void)
+{
+    return arch_for(ONYX_GEMM_ISA_AUTO)->kc;
+}
+
 /* ---- the driver ---------------------------------------------------------------------------- */
 
 /* Everything a task needs; tasks own disjoint rectangles of C. */

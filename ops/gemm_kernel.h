@@ -63,6 +63,9 @@ void onyx_gemm_f32_isa(onyx_gemm_isa isa, onyx_pool *pool, bool trans_a, bool tr
 bool onyx_gemm_isa_supported(onyx_gemm_isa isa);
 /* The isa AUTO resolves to on this CPU (never AUTO). */
 onyx_gemm_isa onyx_gemm_isa_best(void);
+/* Depth of the K slices of onyx_gemm_f32_fast on this CPU: a product with K at most this is one
+ * slice, so C = alpha * (the whole sum) + beta * C is rounded once per element. */
+int64_t onyx_gemm_depth(void);
 /* Static name: "auto", "portable", "avx2", "avx512", "neon"; "?" for anything else. */
 const char *onyx_gemm_isa_name(onyx_gemm_isa isa);
 

@@ -30,6 +30,7 @@ struct onyx_grad_plan {
     size_t *cap;  /* per value: capacity of an own buffer (0 for params) */
     bool *own;    /* per value: grad[v] is owned here */
     bool *fresh;  /* per value, during a backward pass: grad[v] not written yet (undefined) */
+    bool *skip;   /* per value: its gradient is not computed (onyx_grad_skip) */
     int *nodes;   /* backward nodes, in reverse topological order */
     int n_nodes;
     onyx_tensor *dout;
@@ -86,11 +87,12 @@ onyx_status onyx_grad_plan_create(onyx_session *s, int root, const bool *is_para
     p->cap = onyx_calloc(nv, sizeof(size_t));
     p->own = onyx_calloc(nv, sizeof(bool));
     p->fresh = onyx_calloc(nv, sizeof(bool));
+    p->skip = onyx_calloc(nv, sizeof(bool));
     p->nodes = onyx_calloc((size_t)m->n_nodes + 1, sizeof(int));
     p->dout = onyx_calloc((size_t)m->max_out + 1, sizeof(onyx_tensor));
     p->din = onyx_calloc((size_t)m->max_in + 1, sizeof(onyx_tensor));
-    if (!p->need || !p->grad || !p->cap || !p->own || !p->fresh || !p->nodes || !p->dout ||
-        !p->din) {
+    if (!p->need || !p->grad || !p->cap || !p->own || !p->fresh || !p->skip || !p->nodes ||
+        !p->dout || !p->din) {
         st = onyx_err(err, ONYX_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -158,6 +160,7 @@ void onyx_grad_plan_destroy(onyx_grad_plan *p)
     free(p->cap);
     free(p->own);
     free(p->fresh);
+    free(p->skip);
     free(p->nodes);
     free(p->dout);
     free(p->din);
@@ -167,6 +170,11 @@ void onyx_grad_plan_destroy(onyx_grad_plan *p)
 bool onyx_grad_needed(const onyx_grad_plan *p, int v)
 {
     return p->need[v];
+}
+
+void onyx_grad_skip(onyx_grad_plan *p, int v, bool skip)
+{
+    p->skip[v] = skip;
 }
 
 void onyx_grad_set_param_buffer(onyx_grad_plan *p, int v, float *grad)
@@ -181,8 +189,8 @@ static onyx_status prepare(onyx_grad_plan *p)
     onyx_session *s = p->s;
     const onyx_model *m = s->m;
     for (int v = 0; v < m->n_values; v++) {
-        p->fresh[v] = p->need[v];
-        if (!p->need[v] || (p->grad[v] != NULL && !p->own[v]))
+        p->fresh[v] = p->need[v] && !p->skip[v];
+        if (!p->fresh[v] || (p->grad[v] != NULL && !p->own[v]))
             continue;
         size_t nb = onyx_nbytes(&s->vals[v]);
         if (nb > p->cap[v] || p->grad[v] == NULL) {
@@ -255,7 +263,9 @@ onyx_status onyx_grad_backward(onyx_grad_plan *p, const float *droot)
                 s->in[j].rank = -1;
             }
             p->din[j] = s->in[j];
-            p->din[j].data = diff_input(n, j) && p->need[n->in[j]] ? p->grad[n->in[j]] : NULL;
+            p->din[j].data = diff_input(n, j) && p->need[n->in[j]] && !p->skip[n->in[j]]
+                                 ? p->grad[n->in[j]]
+                                 : NULL;
         }
         for (int j = 0; j < n->n_out; j++) {
             if (n->out[j] >= 0) {
@@ -290,7 +300,7 @@ onyx_status onyx_grad_backward(onyx_grad_plan *p, const float *droot)
         n->impl->backward(n, &ctx, s->in, s->out, p->dout, p->din);
     }
     for (int v = 0; v < m->n_values; v++)
-        if (p->need[v])
+        if (p->need[v] && !p->skip[v])
             settle(p, v); /* a parameter no gradient reached holds zeros */
     return ONYX_OK;
 }

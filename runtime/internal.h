@@ -624,8 +624,11 @@ onyx_status onyx_grad_plan_create(onyx_session *s, int root, const bool *is_para
 void onyx_grad_plan_destroy(onyx_grad_plan *p);
 /* Value v gets a gradient. */
 bool onyx_grad_needed(const onyx_grad_plan *p, int v);
-/* Parameter v's gradient goes to grad (numel floats, zeroed by the caller before each step). */
+/* Parameter v's gradient goes to grad (numel floats; backward writes all of them). */
 void onyx_grad_set_param_buffer(onyx_grad_plan *p, int v, float *grad);
+/* Parameter v's gradient is not computed by the following backward passes (skip) or is again:
+ * the node reading it gets no buffer for it (runtime/train.c then updates it itself). */
+void onyx_grad_skip(onyx_grad_plan *p, int v, bool skip);
 /* After the session's forward (training): backward from the root's gradient droot. */
 onyx_status onyx_grad_backward(onyx_grad_plan *p, const float *droot);
 /* The gradient of v computed by the last backward, or NULL. */
@@ -639,9 +642,12 @@ onyx_status onyx_trainer_gradients(onyx_trainer *t, const onyx_tensor *x, const 
 /* Forward in `mode` and the loss only. */
 onyx_status onyx_trainer_loss_at(onyx_trainer *t, const onyx_tensor *x, const onyx_tensor *y,
                                  onyx_mode mode, float *loss);
-/* Parameter k's values (writable) and its gradient from the last backward. */
+/* Parameter k's values (writable) and its gradient from the last backward (after a step, not
+ * for the weights that step updated in a fused GEMM). */
 float *onyx_trainer_param_ptr(onyx_trainer *t, size_t k);
 const float *onyx_trainer_grad_ptr(const onyx_trainer *t, size_t k);
+/* How many weights the last onyx_trainer_step updated in their Gemm's GEMM (plain SGD). */
+int onyx_trainer_fused_count(const onyx_trainer *t);
 
 /* ---- optimizers (runtime/optim.c) -------------------------------------------------------- */
 

@@ -3,13 +3,22 @@
  * backward plan, the optimizer, checkpoints and export.
  *
  * Memory follows llm.c: the trained parameters live in one flat float buffer (params), with
- * their gradients (grads) and optimizer state (m, v) in buffers of the same layout, so zeroing
- * the gradients is one memset and the update is one loop. The session reads the parameters in
- * place (onyx_session_bind). Stateful inputs that are not trained (BatchNormalization's running
- * statistics) are copied into trainer memory too and updated after each step (impl->update_state).
+ * their gradients (grads) and optimizer state (m, v) in buffers of the same layout, so the update
+ * is one loop. The session reads the parameters in place (onyx_session_bind). Stateful inputs
+ * that are not trained (BatchNormalization's running statistics) are copied into trainer memory
+ * too and updated after each step (impl->update_state).
+ *
+ * Plain SGD (no momentum, weight decay or clipping) skips the gradient of each weight read only
+ * by a Gemm: after backward, that Gemm's weight-gradient GEMM updates the weight itself
+ * (B += -lr * dB in its epilogue, ops/ops.h), which saves writing dB, reading it back for the
+ * norm and again for the update: the three passes over the weights' size that bound a step on
+ * one core. Same bits as the unfused step; a step is still refused before anything changes when
+ * a gradient is not finite (the Gemm checks from its inputs that dB cannot overflow, or the
+ * trainer computes dB the usual way and checks it).
  */
 #define _XOPEN_SOURCE 700 /* fnmatch, realpath */
 #include "internal.h"
+#include "ops.h"
 #include "onyx_train.pb-c.h"
 
 #include <fnmatch.h>
@@ -60,6 +69,8 @@ struct onyx_trainer {
     int *param_v;      /* value index of each trained parameter */
     size_t *param_off; /* offset (floats) in the flat buffers */
     int64_t *param_numel;
+    int *fuse_node; /* the Gemm that alone reads parameter k as its weight (B), or -1 */
+    int fused_count; /* weights the last step updated in their Gemm's GEMM */
     size_t n_floats;
     float *params;
     float *grads;
@@ -281,6 +292,24 @@ static void free_loss(loss_node *l)
     free(l->scratch);
 }
 
+/* The Gemm that alone reads value v, as its weight B, and can update it itself in a plain SGD
+ * step (onyx_gemm_sgd_fusable); -1 when there is none. */
+static int sgd_fuse_node(const onyx_model *m, int v)
+{
+    int node = -1;
+    int reads = 0;
+    for (int i = 0; i < m->n_nodes; i++)
+        for (int j = 0; j < m->nodes[i].n_in; j++)
+            if (m->nodes[i].in[j] == v) {
+                reads++;
+                node = j == 1 ? i : -1;
+            }
+    if (reads != 1 || node < 0)
+        return -1;
+    const onyx_node *n = &m->nodes[node];
+    return onyx_gemm_sgd_fusable(n) && n->n_out == 1 && n->out[0] >= 0 ? node : -1;
+}
+
 /* Chooses the trained parameters and the stateful buffers; lays out the flat buffers. */
 static onyx_status setup_params(onyx_trainer *t, onyx_error *err)
 {
@@ -402,6 +431,13 @@ static onyx_status setup_params(onyx_trainer *t, onyx_error *err)
         goto done;
     for (int k = 0; k < t->n_params; k++)
         onyx_grad_set_param_buffer(t->plan, t->param_v[k], t->grads + t->param_off[k]);
+    t->fuse_node = onyx_calloc((size_t)t->n_params + 1, sizeof(int));
+    if (t->fuse_node == NULL) {
+        st = onyx_err(err, ONYX_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int k = 0; k < t->n_params; k++)
+        t->fuse_node[k] = sgd_fuse_node(m, t->param_v[k]);
 done:
     free(to_root);
     free(is_param);
@@ -541,6 +577,7 @@ void onyx_trainer_destroy(onyx_trainer *t)
     free(t->param_v);
     free(t->param_off);
     free(t->param_numel);
+    free(t->fuse_node);
     free(t->params);
     free(t->grads);
     free(t->m1);
@@ -790,9 +827,18 @@ static onyx_status gradients(onyx_trainer *t, const onyx_tensor *x, const onyx_t
     return ONYX_OK;
 }
 
+/* Whether the next backward passes leave the weights of the fusable Gemms to a fused update. */
+static void skip_fused(onyx_trainer *t, bool skip)
+{
+    for (int k = 0; k < t->n_params; k++)
+        if (t->fuse_node[k] >= 0)
+            onyx_grad_skip(t->plan, t->param_v[k], skip);
+}
+
 onyx_status onyx_trainer_gradients(onyx_trainer *t, const onyx_tensor *x, const onyx_tensor *y,
                                    onyx_mode mode, float *loss)
 {
+    skip_fused(t, false);
     onyx_status st = gradients(t, x, y, mode, true);
     if (st == ONYX_OK && loss)
         *loss = t->loss.value;
@@ -813,9 +859,32 @@ float *onyx_trainer_param_ptr(onyx_trainer *t, size_t k)
     return k < (size_t)t->n_params ? t->params + t->param_off[k] : NULL;
 }
 
+int onyx_trainer_fused_count(const onyx_trainer *t)
+{
+    return t->fused_count;
+}
+
 const float *onyx_trainer_grad_ptr(const onyx_trainer *t, size_t k)
 {
     return k < (size_t)t->n_params ? t->grads + t->param_off[k] : NULL;
+}
+
+/* The forward tensors of node i (inputs into in, first output into out) and its output's
+ * gradient, for the fused update. */
+static const float *node_tensors(onyx_trainer *t, int i, onyx_tensor *in, onyx_tensor *out)
+{
+    const onyx_node *n = &t->m->nodes[i];
+    for (int j = 0; j < n->n_in && j < 3; j++)
+        in[j] = n->in[j] >= 0 ? t->s->vals[n->in[j]] : (onyx_tensor){.rank = -1};
+    out[0] = t->s->vals[n->out[0]];
+    return onyx_grad_of(t->plan, n->out[0]);
+}
+
+/* Plain SGD: the weights that one Gemm each reads are updated by that Gemm (top of the file). */
+static bool sgd_fusable_now(const onyx_trainer *t)
+{
+    return t->oc.kind == ONYX_OPTIMIZER_SGD && t->oc.momentum == 0.0f &&
+           t->oc.weight_decay == 0.0f && !(t->opt.clip_grad_norm > 0.0f);
 }
 
 onyx_status onyx_trainer_step(onyx_trainer *t, const onyx_tensor *x, const onyx_tensor *y,
@@ -823,15 +892,43 @@ onyx_status onyx_trainer_step(onyx_trainer *t, const onyx_tensor *x, const onyx_
 {
     if (t == NULL)
         return ONYX_ERR_INVALID_ARG;
+    bool skipped = sgd_fusable_now(t);
+    skip_fused(t, skipped);
+    t->fused_count = 0;
     onyx_status st = gradients(t, x, y, ONYX_MODE_TRAIN, true);
     if (st != ONYX_OK)
         return st;
+    onyx_tensor in[3];
+    onyx_tensor out[1];
+    /* fused only if every skipped weight gradient is surely finite and one K slice; else they
+     * are computed now, the usual way, and checked with the rest */
+    bool fused = skipped;
+    for (int k = 0; k < t->n_params && fused; k++)
+        if (t->fuse_node[k] >= 0) {
+            const float *dy = node_tensors(t, t->fuse_node[k], in, out);
+            fused = dy != NULL && onyx_gemm_sgd_ready(&t->m->nodes[t->fuse_node[k]], in, out, dy);
+        }
+    for (int k = 0; k < t->n_params && skipped && !fused; k++)
+        if (t->fuse_node[k] >= 0) {
+            const float *dy = node_tensors(t, t->fuse_node[k], in, out);
+            onyx_gemm_weight_grad(&t->m->nodes[t->fuse_node[k]], t->s->pool, in, out, dy,
+                                  t->grads + t->param_off[k]);
+        }
     int64_t next = t->step + 1;
-    double norm = onyx_grad_norm(t->s->pool, t->grads, t->n_floats);
+    /* the norm of what the optimizer will read (fused: every gradient but the fused ones) */
+    double sum = 0.0;
+    for (int k = 0; k < t->n_params && fused; k++)
+        if (t->fuse_node[k] < 0) {
+            double nk = onyx_grad_norm(t->s->pool, t->grads + t->param_off[k],
+                                       (size_t)t->param_numel[k]);
+            sum += nk * nk;
+        }
+    double norm = fused ? sqrt(sum) : onyx_grad_norm(t->s->pool, t->grads, t->n_floats);
     if (!isfinite(norm)) {
         for (int p = 0; p < t->n_params; p++) {
             int64_t k;
-            if (!all_finite(t->grads + t->param_off[p], t->param_numel[p], &k))
+            if ((!fused || t->fuse_node[p] < 0) &&
+                !all_finite(t->grads + t->param_off[p], t->param_numel[p], &k))
                 return tfail(t, ONYX_ERR_INVALID_ARG,
                              "step %lld: the gradient of parameter \"%s\" is not finite (element "
                              "%lld); parameters were not updated",
@@ -847,8 +944,25 @@ onyx_status onyx_trainer_step(onyx_trainer *t, const onyx_tensor *x, const onyx_
     update_states(t);
     float lr = onyx_schedule_lr(&t->oc, t->step);
     t->step = next;
-    onyx_optim_update(t->s->pool, &t->oc, lr, t->step, t->params, t->grads, t->m1, t->m2,
-                      t->n_floats);
+    if (fused) {
+        /* the fused Gemms first: they read their inputs, which may be other parameters */
+        for (int k = 0; k < t->n_params; k++)
+            if (t->fuse_node[k] >= 0) {
+                const float *dy = node_tensors(t, t->fuse_node[k], in, out);
+                onyx_gemm_sgd_step(&t->m->nodes[t->fuse_node[k]], t->s->pool, in, out, dy, lr,
+                                   t->params + t->param_off[k]);
+                t->fused_count++;
+            }
+        for (int k = 0; k < t->n_params; k++)
+            if (t->fuse_node[k] < 0) {
+                size_t o = t->param_off[k];
+                onyx_optim_update(t->s->pool, &t->oc, lr, t->step, t->params + o, t->grads + o,
+                                  t->m1 + o, t->m2 + o, (size_t)t->param_numel[k]);
+            }
+    } else {
+        onyx_optim_update(t->s->pool, &t->oc, lr, t->step, t->params, t->grads, t->m1, t->m2,
+                          t->n_floats);
+    }
     t->last_loss = t->loss.value;
     if (loss)
         *loss = t->loss.value;

@@ -6,8 +6,10 @@
 #include "gemm_kernel.h"
 #include "grad_check.h"
 #include "op_harness.h"
+#include "ops.h"
 #include "pool.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -1180,8 +1182,88 @@ static void test_gemm_op_packed_fused(void)
     th_node_free(n);
 }
 
+/* The fused SGD step of the trainer (ops.h): B += -lr * dB from the weight-gradient GEMM, the
+ * same bits as dB then B - lr * dB, for each transposition; readiness refuses what could give a
+ * non-finite dB (inf, NaN, huge values), a product deeper than one K slice, and alpha != 1. */
+static void test_gemm_sgd_step(void)
+{
+    uint64_t rng = 77;
+    enum { M = 9, K = 13, N = 6 };
+    float a[M * K], b[K * N], dy[M * N], y[M * N];
+    for (int i = 0; i < M * K; i++)
+        a[i] = th_frand(&rng);
+    for (int i = 0; i < M * N; i++)
+        dy[i] = th_frand(&rng);
+    int exact = 0;
+    int total = 0;
+    for (int form = 0; form < 4; form++) {
+        bool ta = form & 1;
+        bool tb = form & 2;
+        th_node *n = th_node_new("Gemm", 13, 2, 1);
+        th_attr_int(n, "transA", ta);
+        th_attr_int(n, "transB", tb);
+        for (int i = 0; i < K * N; i++)
+            b[i] = th_frand(&rng);
+        onyx_tensor in[2] = {th_f32(2, ta ? (int64_t[]){K, M} : (int64_t[]){M, K}, a),
+                             th_f32(2, tb ? (int64_t[]){N, K} : (int64_t[]){K, N}, b)};
+        onyx_tensor out[1];
+        onyx_error err;
+        CHECK_OK(th_run(n, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+        onyx_tensor yt = th_f32(2, (int64_t[]){M, N}, y);
+        const onyx_node *node = th_onyx_node(n);
+        CHECK(onyx_gemm_sgd_fusable(node));
+        CHECK(onyx_gemm_sgd_ready(node, in, &yt, dy));
+        float db[K * N];
+        onyx_gemm_weight_grad(node, NULL, in, &yt, dy, db);
+        float want[K * N];
+        for (int i = 0; i < K * N; i++)
+            want[i] = b[i] - 0.125f * db[i];
+        onyx_gemm_sgd_step(node, NULL, in, &yt, dy, 0.125f, b);
+        for (int i = 0; i < K * N; i++, total++)
+            exact += memcmp(&b[i], &want[i], sizeof(float)) == 0;
+        /* not ready: an infinite or NaN input, a huge one, a NaN gradient */
+        float keep = a[5];
+        a[5] = INFINITY;
+        CHECK(!onyx_gemm_sgd_ready(node, in, &yt, dy));
+        a[5] = NAN;
+        CHECK(!onyx_gemm_sgd_ready(node, in, &yt, dy));
+        a[5] = FLT_MAX / 2;
+        CHECK(!onyx_gemm_sgd_ready(node, in, &yt, dy));
+        a[5] = keep;
+        keep = dy[3];
+        dy[3] = NAN;
+        CHECK(!onyx_gemm_sgd_ready(node, in, &yt, dy));
+        dy[3] = keep;
+        CHECK(onyx_gemm_sgd_ready(node, in, &yt, dy));
+        th_node_free(n);
+    }
+    CHECK(exact == total);
+    /* deeper than one K slice (M rows are dB's depth), and alpha != 1 */
+    int64_t deep = onyx_gemm_depth() + 1;
+    float *ad = calloc((size_t)deep * 2, sizeof(float));
+    float *dyd = calloc((size_t)deep * 2, sizeof(float));
+    float bd[4] = {0};
+    th_node *n = th_node_new("Gemm", 13, 2, 1);
+    onyx_tensor in[2] = {th_f32(2, (int64_t[]){deep, 2}, ad), th_f32(2, (int64_t[]){2, 2}, bd)};
+    onyx_tensor out[1];
+    onyx_error err;
+    CHECK_OK(th_run(n, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+    CHECK(!onyx_gemm_sgd_ready(th_onyx_node(n), in, out, dyd));
+    th_node_free(n);
+    n = th_node_new("Gemm", 13, 2, 1);
+    th_attr_float(n, "alpha", 0.5f);
+    in[0].dims[0] = 2;
+    CHECK_OK(th_run(n, ONYX_MODE_TRAIN, in, out, &err), err.msg);
+    CHECK(!onyx_gemm_sgd_fusable(th_onyx_node(n)));
+    CHECK(!onyx_gemm_sgd_ready(th_onyx_node(n), in, out, dyd));
+    th_node_free(n);
+    free(ad);
+    free(dyd);
+}
+
 int main(void)
 {
+    test_gemm_sgd_step();
     test_gemm_edges();
     test_gemm_fast_vs_ref();
     test_gemm_op_basic();

@@ -374,6 +374,85 @@ static void resume_exact(void)
     remove(exported);
 }
 
+/* Plain SGD updates each Gemm's weight inside the weight-gradient GEMM (runtime/train.c): the same
+ * bits as the unfused step (a clip threshold never reached turns fusion off), step after step; a
+ * batch deeper than one K slice (300 rows) falls back to the unfused step, as must a gradient
+ * that is not surely finite. */
+static void fused_sgd(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/tmp_test_fused_mlp.onnx", ONYX_BINARY_DIR);
+    int64_t layers[] = {20, 64, 33, 5};
+    onyx_mlp_spec spec = {layers, 4, "relu", 0.0f, 3};
+    onyx_error err;
+    CHECK_OK(onyx_mlp_write(&spec, path, &err), err.msg);
+    onyx_trainer *t[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        onyx_train_options o;
+        onyx_train_options_init(&o);
+        o.optimizer = ONYX_OPTIMIZER_SGD;
+        o.lr = 0.05f;
+        o.threads = 2;
+        o.clip_grad_norm = k == 0 ? 0.0f : 1e30f;
+        CHECK_OK(onyx_trainer_create(path, &o, &t[k], &err), err.msg);
+    }
+    if (t[0] == NULL || t[1] == NULL) {
+        onyx_trainer_destroy(t[0]);
+        onyx_trainer_destroy(t[1]);
+        return;
+    }
+    enum { MAXN = 300 };
+    float *x = malloc(sizeof(float) * MAXN * 20);
+    int64_t y[MAXN];
+    int same_steps = 0;
+    int fused_steps = 0;
+    int steps = 0;
+    for (int s = 0; s < 12; s++) {
+        int64_t n = s == 5 ? MAXN : 64 - s; /* step 5: 300 rows, more than one K slice */
+        for (int64_t i = 0; i < n * 20; i++)
+            x[i] = frand() * 2.0f;
+        for (int64_t i = 0; i < n; i++)
+            y[i] = (int64_t)((frand() + 1.0f) * 2.5f) % 5;
+        onyx_tensor xt = {ONYX_DTYPE_F32, 2, {n, 20}, x};
+        onyx_tensor yt = {ONYX_DTYPE_I64, 1, {n}, y};
+        float loss[2];
+        for (int k = 0; k < 2; k++)
+            CHECK_OK(onyx_trainer_step(t[k], &xt, &yt, &loss[k]), onyx_trainer_errmsg(t[k]));
+        int fused = onyx_trainer_fused_count(t[0]);
+        CHECK(onyx_trainer_fused_count(t[1]) == 0);
+        CHECK(fused == (s == 5 ? 0 : 3));
+        fused_steps += fused == 3;
+        bool same = memcmp(&loss[0], &loss[1], sizeof(float)) == 0;
+        for (size_t k = 0; k < onyx_trainer_param_count(t[0]); k++) {
+            int64_t numel;
+            onyx_trainer_param_name(t[0], k, &numel);
+            same = same && memcmp(onyx_trainer_param_ptr(t[0], k), onyx_trainer_param_ptr(t[1], k),
+                                  sizeof(float) * (size_t)numel) == 0;
+        }
+        same_steps += same;
+        steps++;
+    }
+    CHECK(same_steps == steps);
+    printf("fused sgd: %d of %d steps bit-identical to the unfused update (%d fused)\n",
+           same_steps, steps, fused_steps);
+    /* a step whose gradient cannot be bounded (an infinite input) is refused, as unfused */
+    x[7] = INFINITY;
+    onyx_tensor xt = {ONYX_DTYPE_F32, 2, {8, 20}, x};
+    onyx_tensor yt = {ONYX_DTYPE_I64, 1, {8}, y};
+    int64_t numel;
+    onyx_trainer_param_name(t[0], 0, &numel);
+    float *before = malloc(sizeof(float) * (size_t)numel);
+    memcpy(before, onyx_trainer_param_ptr(t[0], 0), sizeof(float) * (size_t)numel);
+    CHECK(onyx_trainer_step(t[0], &xt, &yt, NULL) == ONYX_ERR_INVALID_ARG);
+    CHECK_MSG(onyx_trainer_errmsg(t[0]), "not updated");
+    CHECK(memcmp(before, onyx_trainer_param_ptr(t[0], 0), sizeof(float) * (size_t)numel) == 0);
+    free(before);
+    free(x);
+    onyx_trainer_destroy(t[0]);
+    onyx_trainer_destroy(t[1]);
+    remove(path);
+}
+
 int main(void)
 {
     grad_check("mlp_bn", ONYX_LOSS_CE, 6, 4);
@@ -381,6 +460,7 @@ int main(void)
     grad_check("regress", ONYX_LOSS_MSE, 5, 2);
     grad_check("tied", ONYX_LOSS_CE, 6, 3);
     train_toy();
+    fused_sgd();
     resume_exact();
     return check_report();
 }

@@ -1198,8 +1198,10 @@ static void gemm_rect(const gemm_job *job, int64_t m0, int64_t m1, int64_t n0, i
                     for (int64_t ir = m0; ir < m1; ir += step) {
                         float *c = job->C + ir * job->ldc + jc + jr;
                         int64_t m = min64(step, m1 - ir);
+                        /* the next panel is fetched while the first row panel runs; the
+                         * others re-read this one from L1 */
                         ar->direct(m, kc, job->A + ir * a_rs + pc * a_cs, a_rs, a_cs, b + jr * kc,
-                                   pf, c, job->ldc, n, job->alpha, beta);
+                                   ir == m0 ? pf : b + jr * kc, c, job->ldc, n, job->alpha, beta);
                         epilogue(epi, bias_at(bias, jc + jr), c, job->ldc, m, n);
                     }
                 }

@@ -146,11 +146,18 @@ static bool dropout_training(const onyx_node *n, const onyx_kctx *ctx, const ony
 /*
  * x, y: (numel); keep: (numel) of 0/1, or NULL when the mask is not wanted; mt: seeded MT19937
  * or NULL to draw from rng. y[i] = x[i] * keep[i] * scale, keep[i] = (u_i >= ratio).
- * Random numbers are inherently sequential, so this is one scalar loop.
+ * Random numbers are inherently sequential: from the session's generator the mask is drawn in
+ * one tight loop (onyx_rng_keep, the same draws), then applied in a loop that vectorises.
  */
 static void dropout_f32(const float *restrict x, float *restrict y, uint8_t *restrict keep,
                         int64_t numel, double ratio, float scale, onyx_mt19937 *mt, onyx_rng *rng)
 {
+    if (mt == NULL && keep != NULL) {
+        onyx_rng_keep(rng, ratio, keep, numel);
+        for (int64_t i = 0; i < numel; i++)
+            y[i] = (x[i] * (keep[i] ? 1.0f : 0.0f)) * scale;
+        return;
+    }
     for (int64_t i = 0; i < numel; i++) {
         double u = mt != NULL ? onyx_mt_double(mt) : onyx_rng_double(rng);
         bool k = u >= ratio;

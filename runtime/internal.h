@@ -94,6 +94,9 @@ void onyx_rng_seed(onyx_rng *r, uint64_t seed);
 uint64_t onyx_rng_u64(onyx_rng *r);
 double onyx_rng_double(onyx_rng *r); /* uniform in [0, 1), 53 bits */
 float onyx_rng_float(onyx_rng *r);   /* uniform in [0, 1), 24 bits */
+/* keep[i] = (u_i >= p) for the next n draws u_i of onyx_rng_double (the same draws, the same
+ * decisions), p in [0, 1]: Dropout's mask, with the generator's state kept in registers. */
+void onyx_rng_keep(onyx_rng *r, double p, uint8_t *keep, int64_t n);
 
 /* ---- the IR ------------------------------------------------------------------------------- */
 

@@ -1,6 +1,8 @@
 /* rng.c — the two random generators: numpy-compatible MT19937 and the session's xoshiro256**. */
 #include "internal.h"
 
+#include <math.h>
+
 /* MT19937, M. Matsumoto and T. Nishimura (1998), as numpy's legacy RandomState uses it. */
 void onyx_mt_seed(onyx_mt19937 *mt, uint32_t seed)
 {
@@ -86,6 +88,31 @@ uint64_t onyx_rng_u64(onyx_rng *r)
 double onyx_rng_double(onyx_rng *r)
 {
     return (double)(onyx_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+void onyx_rng_keep(onyx_rng *r, double p, uint8_t *keep, int64_t n)
+{
+    /* u = (x >> 11) * 2^-53 is exact, so u >= p  <=>  (x >> 11) >= ceil(p * 2^53) */
+    const uint64_t t = (uint64_t)ceil(p * 9007199254740992.0);
+    uint64_t s0 = r->s[0];
+    uint64_t s1 = r->s[1];
+    uint64_t s2 = r->s[2];
+    uint64_t s3 = r->s[3];
+    for (int64_t i = 0; i < n; i++) { /* onyx_rng_u64 */
+        uint64_t x = rotl(s1 * 5, 7) * 9;
+        uint64_t u = s1 << 17;
+        s2 ^= s0;
+        s3 ^= s1;
+        s1 ^= s2;
+        s0 ^= s3;
+        s2 ^= u;
+        s3 = rotl(s3, 45);
+        keep[i] = (x >> 11) >= t;
+    }
+    r->s[0] = s0;
+    r->s[1] = s1;
+    r->s[2] = s2;
+    r->s[3] = s3;
 }
 
 float onyx_rng_float(onyx_rng *r)

@@ -4,8 +4,11 @@
 #include "grad_check.h"
 #include "op_harness.h"
 
+#include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* ---- conformance cases, GRAPH mode ------------------------------------------------------- */
 
@@ -705,8 +708,43 @@ static void test_grad_check(void)
     CHECK(bad == 0);
 }
 
+/* onyx_rng_keep (Dropout's mask from the session generator) makes the decisions of as many
+ * onyx_rng_double draws compared with p, for ratios that are and are not dyadic, 0 and 1, and
+ * leaves the generator where those draws would. */
+static void test_rng_keep(void)
+{
+    const double ps[] = {0.0, 0.1, 0.25, 0.5, 0.7, 0.999, 1.0 - 0x1p-53, 1.0, 0.3f};
+    enum { N = 5000 };
+    uint8_t keep[N];
+    int same = 0;
+    int total = 0;
+    for (size_t k = 0; k < sizeof ps / sizeof ps[0]; k++) {
+        onyx_rng a;
+        onyx_rng b;
+        onyx_rng_seed(&a, 1234 + k);
+        onyx_rng_seed(&b, 1234 + k);
+        onyx_rng_keep(&a, ps[k], keep, N);
+        for (int i = 0; i < N; i++, total++)
+            same += keep[i] == (onyx_rng_double(&b) >= ps[k]);
+        CHECK(memcmp(a.s, b.s, sizeof a.s) == 0);
+    }
+    /* p exactly on a draw: the decision at the boundary is u >= p */
+    onyx_rng c;
+    onyx_rng_seed(&c, 99);
+    onyx_rng d = c;
+    double u = onyx_rng_double(&d);
+    onyx_rng_keep(&c, u, keep, 1);
+    CHECK(keep[0] == 1);
+    onyx_rng_seed(&c, 99);
+    onyx_rng_keep(&c, nextafter(u, 2.0), keep, 1);
+    CHECK(keep[0] == 0);
+    CHECK(same == total);
+    printf("rng keep: %d of %d decisions as onyx_rng_double >= p\n", same, total);
+}
+
 int main(void)
 {
+    test_rng_keep();
     fill_x();
     test_conformance();
     test_train_mode_matches_reference();

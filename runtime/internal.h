@@ -825,6 +825,9 @@ struct Onnx__TensorProto;
  * well-formed wire format and, for a ModelProto (model true; else any message, nesting not
  * followed), that graphs and types nest at most ONYX_MAX_NESTING deep. On failure returns false
  * with *offset the byte where it went wrong and *why a static reason. */
+/* Reads a varint at p[*pos] (p has len bytes), advancing *pos; false when it runs past the end
+ * or over 10 bytes. */
+bool onyx_pb_read_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out);
 bool onyx_pb_wire_check(const void *buf, size_t len, bool model, size_t *offset,
                         const char **why);
 /* Reads the external data of tensor tp (its location/offset/length entries) into dst, nbytes

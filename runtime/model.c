@@ -77,22 +77,6 @@ static const uint64_t follow_field[] = {7, 5, 9}; /* graph, initializer, raw_dat
 /* protobuf-c reads keys and lengths of at most this many bytes. */
 #define PBC_MAX_VARINT 5
 
-static bool scan_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (*pos >= len)
-            return false;
-        uint8_t b = p[(*pos)++];
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) {
-            *out = v;
-            return true;
-        }
-    }
-    return false;
-}
-
 /* Writes v as a varint of exactly `width` bytes (v < 2^(7 width)). */
 static void put_varint_width(uint8_t *out, uint64_t v, size_t width)
 {
@@ -119,12 +103,12 @@ static size_t strip_walk(raw_scan *s, int level, const uint8_t *p, size_t len, u
         size_t start = pos;
         uint64_t key;
         uint64_t v = 0;
-        if (!scan_varint(p, len, &pos, &key) || (key >> 3) == 0)
+        if (!onyx_pb_read_varint(p, len, &pos, &key) || (key >> 3) == 0)
             return walk_fail(s, p + start, "malformed field key");
         size_t key_len = pos - start;
         switch (key & 7) {
         case 0:
-            if (!scan_varint(p, len, &pos, &v))
+            if (!onyx_pb_read_varint(p, len, &pos, &v))
                 return walk_fail(s, p + start, "truncated varint");
             break;
         case 1:
@@ -135,7 +119,7 @@ static size_t strip_walk(raw_scan *s, int level, const uint8_t *p, size_t len, u
             pos += (size_t)v;
             break;
         case 2:
-            if (!scan_varint(p, len, &pos, &v) || v > len - pos)
+            if (!onyx_pb_read_varint(p, len, &pos, &v) || v > len - pos)
                 return walk_fail(s, p + start, "length-delimited field runs past the end");
             break;
         default: return walk_fail(s, p + start, "unsupported wire type (groups or garbage)");

@@ -504,7 +504,7 @@ static wire_kind wire_child(wire_kind k, uint64_t field)
     return W_LEAF;
 }
 
-static bool read_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out)
+bool onyx_pb_read_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out)
 {
     uint64_t v = 0;
     for (int shift = 0; shift < 64; shift += 7) {
@@ -540,7 +540,7 @@ static bool wire_scan(const uint8_t *p, size_t len, size_t base, wire_kind kind,
     while (pos < len) {
         size_t start = pos;
         uint64_t key;
-        if (!read_varint(p, len, &pos, &key) || (key >> 3) == 0) {
+        if (!onyx_pb_read_varint(p, len, &pos, &key) || (key >> 3) == 0) {
             f->offset = base + start;
             f->why = "malformed field key";
             return false;
@@ -548,7 +548,7 @@ static bool wire_scan(const uint8_t *p, size_t len, size_t base, wire_kind kind,
         uint64_t v;
         switch (key & 7) {
         case 0:
-            if (!read_varint(p, len, &pos, &v)) {
+            if (!onyx_pb_read_varint(p, len, &pos, &v)) {
                 f->offset = base + start;
                 f->why = "truncated varint";
                 return false;
@@ -566,7 +566,7 @@ static bool wire_scan(const uint8_t *p, size_t len, size_t base, wire_kind kind,
             break;
         }
         case 2: {
-            if (!read_varint(p, len, &pos, &v) || v > len - pos) {
+            if (!onyx_pb_read_varint(p, len, &pos, &v) || v > len - pos) {
                 f->offset = base + start;
                 f->why = "length-delimited field runs past the end";
                 return false;

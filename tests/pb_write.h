@@ -5,6 +5,8 @@
 #ifndef ONYX_PB_WRITE_H
 #define ONYX_PB_WRITE_H
 
+#include "onyx.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,5 +23,16 @@ void th_pb_bytes(th_pb *b, int field, const void *data, size_t n); /* length-del
 void th_pb_str(th_pb *b, int field, const char *s);
 /* Appends sub as field `field` of b and frees sub. */
 void th_pb_msg(th_pb *b, int field, th_pb *sub);
+
+/* A ValueInfoProto as field `field` of graph g (11: input, 12: output): element type dtype
+ * (ONNX's numbering), dims (-1: the symbol "N"). */
+void th_pb_value_info(th_pb *g, int field, const char *name, int dtype, int rank,
+                      const int64_t *dims);
+/* An initializer (GraphProto field 5) with nbytes of raw data. */
+void th_pb_initializer(th_pb *g, const char *name, int dtype, int rank, const int64_t *dims,
+                       const void *data, size_t nbytes);
+/* Names graph g, wraps it in a ModelProto (IR 8, opset `opset` of the default domain), frees g
+ * and loads the model; NULL (the error printed) when it does not load. */
+onyx_model *th_pb_load_model(th_pb *g, int opset, const char *name);
 
 #endif

@@ -309,58 +309,12 @@ static void add_node(pb *g, const char *name, const char *op, const char *ins, c
     th_pb_msg(g, 1, &n);
 }
 
-/* A ValueInfoProto (field 11: input, 12: output) of float32 with dims (-1: the symbol "N"). */
-static void add_value(pb *g, int field, const char *name, int rank, const int64_t *dims)
-{
-    pb shape = {0};
-    for (int i = 0; i < rank; i++) {
-        pb d = {0};
-        if (dims[i] < 0)
-            th_pb_str(&d, 2, "N");
-        else
-            th_pb_int(&d, 1, dims[i]);
-        th_pb_msg(&shape, 1, &d);
-    }
-    pb tt = {0};
-    th_pb_int(&tt, 1, 1); /* float32 */
-    th_pb_msg(&tt, 2, &shape);
-    pb type = {0};
-    th_pb_msg(&type, 1, &tt);
-    pb vi = {0};
-    th_pb_str(&vi, 1, name);
-    th_pb_msg(&vi, 2, &type);
-    th_pb_msg(g, field, &vi);
-}
-
 static void add_init(pb *g, const char *name, int rank, const int64_t *dims, const float *data)
 {
-    pb t = {0};
     int64_t n = 1;
-    for (int i = 0; i < rank; i++) {
-        th_pb_int(&t, 1, dims[i]);
+    for (int i = 0; i < rank; i++)
         n *= dims[i];
-    }
-    th_pb_int(&t, 2, 1); /* float32 */
-    th_pb_str(&t, 8, name);
-    th_pb_bytes(&t, 9, data, (size_t)n * sizeof(float));
-    th_pb_msg(g, 5, &t);
-}
-
-static onyx_model *finish_model(pb *g, int opset, const char *name)
-{
-    th_pb_str(g, 2, name);
-    pb model = {0};
-    th_pb_int(&model, 1, 8);
-    pb op = {0};
-    th_pb_str(&op, 1, "");
-    th_pb_int(&op, 2, opset);
-    th_pb_msg(&model, 8, &op);
-    th_pb_msg(&model, 7, g);
-    onyx_model *m = NULL;
-    onyx_error err;
-    CHECK_OK(onyx_model_load_buffer(model.p, model.n, NULL, name, &m, &err), err.msg);
-    free(model.p);
-    return m;
+    th_pb_initializer(g, name, 1, rank, dims, data, (size_t)n * sizeof(float));
 }
 
 /* Deterministic values in [-2, 2). */
@@ -481,11 +435,11 @@ static onyx_model *chain_model(int chain, const act_case *ac, int64_t K, int64_t
     }
     int64_t xd[2] = {-1, K};
     int64_t yd[2] = {-1, N};
-    add_value(&g, 11, "x", 2, xd);
-    add_value(&g, 12, "y", 2, yd);
+    th_pb_value_info(&g, 11, "x", 1, 2, xd);
+    th_pb_value_info(&g, 12, "y", 1, 2, yd);
     free(w);
     free(b);
-    return finish_model(&g, 20, "chain");
+    return th_pb_load_model(&g, 20, "chain");
 }
 
 static onyx_session *new_session(const onyx_model *m, int threads)
@@ -750,9 +704,9 @@ static void test_batched(void)
             add_node(&g, "act", "LeakyRelu", "z", "y", al);
             int64_t xd[3] = {Bn, -1, K};
             int64_t yd[3] = {Bn, -1, N};
-            add_value(&g, 11, "x", 3, xd);
-            add_value(&g, 12, "y", 3, yd);
-            onyx_model *m = finish_model(&g, 17, "batched");
+            th_pb_value_info(&g, 11, "x", 1, 3, xd);
+            th_pb_value_info(&g, 12, "y", 1, 3, yd);
+            onyx_model *m = th_pb_load_model(&g, 17, "batched");
             if (m == NULL)
                 continue;
             for (int64_t M = 1; M <= 70; M += 23) {
@@ -786,12 +740,12 @@ static void test_not_fused(void)
     for (int c = 0; c < 5; c++) {
         pb g = {0};
         add_init(&g, "W", 2, wd, w);
-        add_value(&g, 11, "x", 2, xd);
+        th_pb_value_info(&g, 11, "x", 1, 2, xd);
         add_node(&g, "mm", "MatMul", "x,W", "h", NULL);
         int want_n = 0;
         if (c == 0) { /* the bias is a graph input: not constant */
             int64_t bd[1] = {N};
-            add_value(&g, 11, "b", 1, bd);
+            th_pb_value_info(&g, 11, "b", 1, 1, bd);
             add_node(&g, "add", "Add", "h,b", "z", NULL);
             add_node(&g, "act", "Relu", "z", "y", NULL);
         } else if (c == 1) { /* a full [N, N] matrix, not a row (and M = N = 40) */
@@ -811,7 +765,7 @@ static void test_not_fused(void)
             add_init(&g, "b", 1, bd, b);
             add_node(&g, "add", "Add", "h,b", "z", NULL);
             add_node(&g, "act", "Relu", "z", "y", NULL);
-            add_value(&g, 12, "z", 2, yd);
+            th_pb_value_info(&g, 12, "z", 1, 2, yd);
             want_n = 1;
         } else { /* a scalar bias broadcast over the row: not a row of N */
             int64_t bd[1] = {1};
@@ -819,8 +773,8 @@ static void test_not_fused(void)
             add_node(&g, "add", "Add", "h,b", "z", NULL);
             add_node(&g, "act", "Relu", "z", "y", NULL);
         }
-        add_value(&g, 12, "y", 2, yd);
-        onyx_model *m = finish_model(&g, 17, "not_fused");
+        th_pb_value_info(&g, 12, "y", 1, 2, yd);
+        onyx_model *m = th_pb_load_model(&g, 17, "not_fused");
         if (m == NULL)
             continue;
         onyx_session *s = new_session(m, 1);
@@ -877,13 +831,13 @@ static void test_clip_bounds(void)
         add_init(&g, "W", 2, wd, w);
         add_init(&g, "b", 1, bd, b);
         add_init(&g, "hi", 0, NULL, &hi);
-        add_value(&g, 11, "x", 2, xd);
-        add_value(&g, 11, "lo", 0, NULL);
+        th_pb_value_info(&g, 11, "x", 1, 2, xd);
+        th_pb_value_info(&g, 11, "lo", 1, 0, NULL);
         add_node(&g, "mm", "MatMul", "x,W", "h", NULL);
         add_node(&g, "add", "Add", "b,h", "z", NULL);
         add_node(&g, "clip", "Clip", "z,lo,hi", "y", NULL);
-        add_value(&g, 12, "y", 2, yd);
-        onyx_model *m = finish_model(&g, 13, "clip_input");
+        th_pb_value_info(&g, 12, "y", 1, 2, yd);
+        onyx_model *m = th_pb_load_model(&g, 13, "clip_input");
         onyx_session *s = m ? new_session(m, 2) : NULL;
         onyx_session *keep = m ? new_session(m, 1) : NULL;
         if (s != NULL && keep != NULL) {
@@ -914,13 +868,13 @@ static void test_clip_bounds(void)
         int64_t wt[2] = {N, K};
         add_init(&g, "W", 2, wt, w);
         add_init(&g, "b", 1, bd, b);
-        add_value(&g, 11, "x", 2, xd);
+        th_pb_value_info(&g, 11, "x", 1, 2, xd);
         attr ab[] = {{"broadcast", 'i', 0, 1, NULL}, {"transB", 'i', 0, 1, NULL}, {.name = NULL}};
         attr mm[] = {{"min", 'f', -0.25f, 0, NULL}, {"max", 'f', 0.5f, 0, NULL}, {.name = NULL}};
         add_node(&g, "gemm", "Gemm", "x,W,b", "h", ab);
         add_node(&g, "clip", "Clip", "h", "y", mm);
-        add_value(&g, 12, "y", 2, yd);
-        onyx_model *m = finish_model(&g, 6, "clip6");
+        th_pb_value_info(&g, 12, "y", 1, 2, yd);
+        onyx_model *m = th_pb_load_model(&g, 6, "clip6");
         if (m != NULL) {
             int64_t rd[2] = {64, K};
             onyx_session *s = fused_vs_plain(m, 2, rd, 64 * N, 4);

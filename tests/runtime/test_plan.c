@@ -360,57 +360,8 @@ static void add_node(pb *g, const char *op, const char *ins, const char *outs, c
     th_pb_msg(g, 1, &n);
 }
 
-/* A ValueInfoProto: name, elem type, dims (-1: the symbol "N"). */
-static void add_value(pb *g, int field, const char *name, int dtype, int rank, const int64_t *dims)
-{
-    pb shape = {0};
-    for (int i = 0; i < rank; i++) {
-        pb d = {0};
-        if (dims[i] < 0)
-            th_pb_str(&d, 2, "N");
-        else
-            th_pb_int(&d, 1, dims[i]);
-        th_pb_msg(&shape, 1, &d);
-    }
-    pb tt = {0};
-    th_pb_int(&tt, 1, dtype);
-    th_pb_msg(&tt, 2, &shape);
-    pb type = {0};
-    th_pb_msg(&type, 1, &tt);
-    pb vi = {0};
-    th_pb_str(&vi, 1, name);
-    th_pb_msg(&vi, 2, &type);
-    th_pb_msg(g, field, &vi);
-}
 
-static void add_init(pb *g, const char *name, int dtype, int rank, const int64_t *dims,
-                     const void *data, size_t nbytes)
-{
-    pb t = {0};
-    for (int i = 0; i < rank; i++)
-        th_pb_int(&t, 1, dims[i]);
-    th_pb_int(&t, 2, dtype);
-    th_pb_str(&t, 8, name);
-    th_pb_bytes(&t, 9, data, nbytes);
-    th_pb_msg(g, 5, &t);
-}
 
-static onyx_model *finish_model(pb *g, int opset, const char *name)
-{
-    th_pb_str(g, 2, name);
-    pb model = {0};
-    th_pb_int(&model, 1, 8);
-    pb op = {0};
-    th_pb_str(&op, 1, "");
-    th_pb_int(&op, 2, opset);
-    th_pb_msg(&model, 8, &op);
-    th_pb_msg(&model, 7, g);
-    onyx_model *m = NULL;
-    onyx_error err;
-    CHECK_OK(onyx_model_load_buffer(model.p, model.n, NULL, name, &m, &err), err.msg);
-    free(model.p);
-    return m;
-}
 
 #define F32 1
 #define I64 7
@@ -427,14 +378,14 @@ static void test_outputs_everywhere(void)
     add_node(&g, "Relu", "d", "e", NULL, 0);
     float w[4] = {0.5f, -1.0f, 0.25f, -3.0f};
     int64_t wd[1] = {4};
-    add_init(&g, "w", F32, 1, wd, w, sizeof w);
+    th_pb_initializer(&g, "w", F32, 1, wd, w, sizeof w);
     int64_t xd[2] = {-1, 4};
-    add_value(&g, 11, "x", F32, 2, xd);
-    add_value(&g, 12, "e", F32, 2, xd);
-    add_value(&g, 12, "a", F32, 2, xd);
-    add_value(&g, 12, "x", F32, 2, xd);
-    add_value(&g, 12, "w", F32, 1, wd);
-    onyx_model *m = finish_model(&g, 17, "outputs_everywhere");
+    th_pb_value_info(&g, 11, "x", F32, 2, xd);
+    th_pb_value_info(&g, 12, "e", F32, 2, xd);
+    th_pb_value_info(&g, 12, "a", F32, 2, xd);
+    th_pb_value_info(&g, 12, "x", F32, 2, xd);
+    th_pb_value_info(&g, 12, "w", F32, 1, wd);
+    onyx_model *m = th_pb_load_model(&g, 17, "outputs_everywhere");
     if (m == NULL)
         return;
     onyx_session *s = NULL;
@@ -494,14 +445,14 @@ static void test_shape_chain(void)
     int64_t zero = 0;
     int64_t one_d[1] = {1};
     int64_t minus1[1] = {-1};
-    add_init(&g, "zero", I64, 0, NULL, &zero, sizeof zero);
-    add_init(&g, "axes", I64, 1, one_d, &zero, sizeof zero);
-    add_init(&g, "minus1", I64, 1, one_d, minus1, sizeof minus1);
+    th_pb_initializer(&g, "zero", I64, 0, NULL, &zero, sizeof zero);
+    th_pb_initializer(&g, "axes", I64, 1, one_d, &zero, sizeof zero);
+    th_pb_initializer(&g, "minus1", I64, 1, one_d, minus1, sizeof minus1);
     int64_t xd[3] = {-1, 2, 3};
-    add_value(&g, 11, "x", F32, 3, xd);
+    th_pb_value_info(&g, 11, "x", F32, 3, xd);
     int64_t zd[2] = {-1, 6};
-    add_value(&g, 12, "z", F32, 2, zd);
-    onyx_model *m = finish_model(&g, 13, "shape_chain");
+    th_pb_value_info(&g, 12, "z", F32, 2, zd);
+    onyx_model *m = th_pb_load_model(&g, 13, "shape_chain");
     if (m == NULL)
         return;
     onyx_session *s = NULL;
@@ -545,11 +496,11 @@ static void test_data_shapes(void)
     add_node(&g, "Mul", "z,z", "o", NULL, 0);
     int64_t xd[2] = {1, 4};
     int64_t td[1] = {2};
-    add_value(&g, 11, "x", F32, 2, xd);
-    add_value(&g, 11, "t", F32, 1, td);
+    th_pb_value_info(&g, 11, "x", F32, 2, xd);
+    th_pb_value_info(&g, 11, "t", F32, 1, td);
     int64_t od[2] = {-1, 4};
-    add_value(&g, 12, "o", F32, 2, od);
-    onyx_model *m = finish_model(&g, 13, "data_shapes");
+    th_pb_value_info(&g, 12, "o", F32, 2, od);
+    onyx_model *m = th_pb_load_model(&g, 13, "data_shapes");
     if (m == NULL)
         return;
     onyx_session *s = NULL;

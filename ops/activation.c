@@ -14,8 +14,8 @@
  * The activations a Gemm or MatMul can apply in its GEMM epilogue (onyx_act_fusable: Relu,
  * LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Tanh, Gelu, Clip) take their float32 formulas from
  * ops/activation.h, which the epilogue uses too, so the fused and unfused runs agree bit for
- * bit. Large float32 tensors are split over the session's thread pool (onyx_parallel_for,
- * defined here), forward and backward.
+ * bit. Large float32 tensors are split over the session's thread pool (onyx_parallel_for),
+ * forward and backward.
  */
 #include "activation.h"
 #include "ops.h"
@@ -23,41 +23,6 @@
 #include <float.h>
 #include <math.h>
 #include <string.h>
-
-/* ---- large element-wise loops on the thread pool (activation.h) --------------------------- */
-
-typedef struct par_job {
-    onyx_range_fn fn;
-    void *ctx;
-    int64_t n;
-    int64_t chunk; /* units per task */
-} par_job;
-
-static void par_task(void *ctx, int64_t task)
-{
-    const par_job *j = ctx;
-    int64_t lo = task * j->chunk;
-    int64_t hi = j->n - lo < j->chunk ? j->n : lo + j->chunk;
-    j->fn(j->ctx, lo, hi);
-}
-
-void onyx_parallel_for(onyx_pool *pool, int64_t n, int64_t unit_elems, onyx_range_fn fn, void *ctx)
-{
-    if (n <= 0)
-        return;
-    if (unit_elems < 1)
-        unit_elems = 1;
-    int64_t chunk = ONYX_PAR_CHUNK / unit_elems;
-    if (chunk < 1)
-        chunk = 1;
-    /* n * unit_elems is the element count of a tensor: far from overflowing */
-    if (onyx_pool_threads(pool) <= 1 || n * unit_elems < ONYX_PAR_MIN || n <= chunk) {
-        fn(ctx, 0, n);
-        return;
-    }
-    par_job j = {fn, ctx, n, chunk};
-    onyx_pool_run(pool, (n + chunk - 1) / chunk, par_task, &j);
-}
 
 /* Output 0 = input 0's dtype and shape. */
 static void same_as_input(const onyx_tensor *in, onyx_tensor *out)

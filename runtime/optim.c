@@ -73,10 +73,10 @@ static void adam(const onyx_optim_config *c, float lr, int64_t step, float *rest
 }
 
 /*
- * The passes over the flat buffers run on the trainer's pool in chunks of CHUNK floats (64-byte
- * aligned, as the buffers). Each element's arithmetic does not depend on the chunk it is in, and
- * the norm adds per-chunk partial sums in chunk order, so results are the same for any thread
- * count (exact resume on another machine).
+ * The passes over the flat buffers run on the trainer's pool (onyx_parallel_for) in units of
+ * CHUNK floats (64-byte aligned, as the buffers). Each element's arithmetic does not depend on
+ * the unit it is in, and the norm adds per-unit partial sums in unit order, so results are the
+ * same for any thread count (exact resume on another machine).
  */
 #define CHUNK ((size_t)1 << 15)
 
@@ -88,25 +88,28 @@ typedef struct pass_job {
     const float *grad;
     float *m, *v;
     size_t n;
-    size_t chunk;   /* floats per task */
-    double *partial; /* the norm: one sum of squares per task */
+    size_t chunk;    /* floats per unit */
+    double *partial; /* the norm: one sum of squares per unit */
 } pass_job;
 
-static size_t chunk_len(const pass_job *j, int64_t task, size_t *lo)
+/* Unit u's first float (*lo) and length. */
+static size_t unit_len(const pass_job *j, int64_t u, size_t *lo)
 {
-    *lo = (size_t)task * j->chunk;
+    *lo = (size_t)u * j->chunk;
     return j->n - *lo < j->chunk ? j->n - *lo : j->chunk;
 }
 
-static void update_task(void *ctx, int64_t task)
+static void update_range(void *ctx, int64_t u0, int64_t u1)
 {
     const pass_job *j = ctx;
-    size_t lo;
-    size_t len = chunk_len(j, task, &lo);
-    if (j->c->kind == ONYX_OPTIMIZER_SGD)
-        sgd(j->c, j->lr, j->step, j->p + lo, j->grad + lo, j->m + lo, len);
-    else
-        adam(j->c, j->lr, j->step, j->p + lo, j->grad + lo, j->m + lo, j->v + lo, len);
+    for (int64_t u = u0; u < u1; u++) {
+        size_t lo;
+        size_t len = unit_len(j, u, &lo);
+        if (j->c->kind == ONYX_OPTIMIZER_SGD)
+            sgd(j->c, j->lr, j->step, j->p + lo, j->grad + lo, j->m + lo, len);
+        else
+            adam(j->c, j->lr, j->step, j->p + lo, j->grad + lo, j->m + lo, j->v + lo, len);
+    }
 }
 
 void onyx_optim_update(onyx_pool *pool, const onyx_optim_config *c, float lr, int64_t step,
@@ -114,13 +117,12 @@ void onyx_optim_update(onyx_pool *pool, const onyx_optim_config *c, float lr, in
 {
     pass_job j = {.c = c, .lr = lr, .step = step, .p = p, .grad = grad, .m = m, .v = v, .n = n,
                   .chunk = CHUNK};
-    if (n > 0)
-        onyx_pool_run(pool, (int64_t)((n + CHUNK - 1) / CHUNK), update_task, &j);
+    onyx_parallel_for(pool, (int64_t)((n + CHUNK - 1) / CHUNK), (int64_t)CHUNK, update_range, &j);
 }
 
 /* Sum of squares in a fixed order: 16 float lanes over blocks of 256 floats (each lane adds 16
- * squares, rounding error ~1e-6), each block's lanes added into 16 double sums, which are added
- * up at the end. Vectorises in float, where a double accumulation converts every element. */
+ * squares, rounding ~1e-6), each block's lanes added into 16 double sums, which are added up
+ * at the end. Vectorises in float, where a double accumulation converts every element. */
 static double sum_squares(const float *restrict g, size_t n)
 {
     double acc[16] = {0};
@@ -141,30 +143,32 @@ static double sum_squares(const float *restrict g, size_t n)
     return s;
 }
 
-static void norm_task(void *ctx, int64_t task)
+static void norm_range(void *ctx, int64_t u0, int64_t u1)
 {
     const pass_job *j = ctx;
-    size_t lo;
-    size_t len = chunk_len(j, task, &lo);
-    j->partial[task] = sum_squares(j->grad + lo, len);
+    for (int64_t u = u0; u < u1; u++) {
+        size_t lo;
+        size_t len = unit_len(j, u, &lo);
+        j->partial[u] = sum_squares(j->grad + lo, len);
+    }
 }
 
-/* Chunks of the norm: at most this many (their partial sums live on the stack). */
-enum { NORM_MAX_CHUNKS = 1024 };
+/* Units of the norm: at most this many (their partial sums live on the stack). */
+enum { NORM_MAX_UNITS = 1024 };
 
 double onyx_grad_norm(onyx_pool *pool, const float *g, size_t n)
 {
-    double partial[NORM_MAX_CHUNKS];
-    /* CHUNK floats per chunk, more for huge buffers: the chunking depends on n only */
+    double partial[NORM_MAX_UNITS];
+    /* CHUNK floats per unit, more for huge buffers: the units depend on n only */
     size_t chunk = CHUNK;
-    while ((n + chunk - 1) / chunk > NORM_MAX_CHUNKS)
+    while ((n + chunk - 1) / chunk > NORM_MAX_UNITS)
         chunk *= 2;
     pass_job j = {.grad = g, .n = n, .chunk = chunk, .partial = partial};
-    int64_t tasks = (int64_t)((n + chunk - 1) / chunk);
-    onyx_pool_run(pool, tasks, norm_task, &j);
+    int64_t units = (int64_t)((n + chunk - 1) / chunk);
+    onyx_parallel_for(pool, units, (int64_t)chunk, norm_range, &j);
     double sum = 0.0;
-    for (int64_t k = 0; k < tasks; k++)
-        sum += partial[k];
+    for (int64_t u = 0; u < units; u++)
+        sum += partial[u];
     return sqrt(sum);
 }
 

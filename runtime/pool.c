@@ -265,3 +265,38 @@ void *onyx_pool_scratch(onyx_pool *pool, size_t bytes)
     pool->scratch_size = pool->scratch != NULL ? size : 0;
     return pool->scratch;
 }
+
+/* ---- large element-wise loops (pool.h) ---------------------------------------------------- */
+
+typedef struct par_job {
+    onyx_range_fn fn;
+    void *ctx;
+    int64_t n;
+    int64_t chunk; /* units per task */
+} par_job;
+
+static void par_task(void *ctx, int64_t task)
+{
+    const par_job *j = ctx;
+    int64_t lo = task * j->chunk;
+    int64_t hi = j->n - lo < j->chunk ? j->n : lo + j->chunk;
+    j->fn(j->ctx, lo, hi);
+}
+
+void onyx_parallel_for(onyx_pool *pool, int64_t n, int64_t unit_elems, onyx_range_fn fn, void *ctx)
+{
+    if (n <= 0)
+        return;
+    if (unit_elems < 1)
+        unit_elems = 1;
+    int64_t chunk = ONYX_PAR_CHUNK / unit_elems;
+    if (chunk < 1)
+        chunk = 1;
+    /* n * unit_elems is the element count of a tensor: far from overflowing */
+    if (onyx_pool_threads(pool) <= 1 || n * unit_elems < ONYX_PAR_MIN || n <= chunk) {
+        fn(ctx, 0, n);
+        return;
+    }
+    par_job j = {fn, ctx, n, chunk};
+    onyx_pool_run(pool, (n + chunk - 1) / chunk, par_task, &j);
+}

@@ -65,4 +65,25 @@ void onyx_pool_run(onyx_pool *pool, int64_t n_tasks, onyx_pool_fn fn, void *ctx)
  */
 void *onyx_pool_scratch(onyx_pool *pool, size_t bytes);
 
+/* ---- large element-wise loops on the thread pool ------------------------------------------- */
+
+/* Elements per chunk of a parallel loop (64 KiB of float32: a slice stays in L2), and the
+ * fewest elements worth waking the pool for. */
+#define ONYX_PAR_CHUNK ((int64_t)1 << 14)
+#define ONYX_PAR_MIN   ((int64_t)1 << 16)
+
+/* One chunk of a parallel loop: the units [lo, hi). Must not fail. */
+typedef void (*onyx_range_fn)(void *ctx, int64_t lo, int64_t hi);
+
+/*
+ * Runs fn(ctx, lo, hi) over the units [0, n) (elements, or rows of unit_elems elements each):
+ * on pool (may be NULL) in chunks of about ONYX_PAR_CHUNK elements (whole units, at least one)
+ * when there are at least ONYX_PAR_MIN elements in all and the pool has more than one thread;
+ * else as one call fn(ctx, 0, n) on this thread. The chunks are fixed by n and unit_elems
+ * alone, and the chunks of one call must write disjoint memory, so results never depend on the
+ * thread count as long as each unit is computed the same way whatever range it falls in.
+ * Returns when every chunk is done. Call it outside pool tasks (from a kernel's wrapper).
+ */
+void onyx_parallel_for(onyx_pool *pool, int64_t n, int64_t unit_elems, onyx_range_fn fn, void *ctx);
+
 #endif
